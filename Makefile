@@ -1,0 +1,40 @@
+# seg_node: every target brings up .venv itself (PyPI wheels only, no apt ROS needed).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+ISOLATED := scripts/isolated.sh
+
+.PHONY: setup setup-train test lint demo bench soak clean
+
+# Node + tests (ROS 2 wheels, ONNX Runtime, OpenCV, rosbags).
+setup: $(VENV)/.node-installed
+$(VENV)/.node-installed: setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check -e '.[pypi,test]'
+	touch $@
+
+# Adds torch/torchvision (installed from the local wheel cache on this machine kind).
+setup-train: $(VENV)/.train-installed
+$(VENV)/.train-installed: $(VENV)/.node-installed
+	$(PIP) install -q --disable-pip-version-check -e '.[pypi,test,train]'
+	touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check seg_node test bench launch
+
+# DDS tests run in a private network namespace when we are root (see scripts/isolated.sh).
+test: setup-train lint
+	$(ISOLATED) $(PY) -m pytest -q test
+
+demo: setup-train
+	$(ISOLATED) $(PY) -m seg_node.demo
+
+bench: setup-train
+	$(ISOLATED) $(PY) -m bench.run
+
+soak: setup
+	$(ISOLATED) $(PY) -m pytest -q test -m soak --soak-minutes 30
+
+clean:
+	rm -rf out build install log .pytest_cache

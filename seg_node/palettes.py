@@ -1,0 +1,57 @@
+"""Class tables and colour palettes."""
+
+from __future__ import annotations
+
+import colorsys
+
+# The 19 Cityscapes training classes in train-id order, with their official colours
+# (cityscapesscripts/helpers/labels.py).
+CITYSCAPES_CLASSES: tuple[str, ...] = (
+    'road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light',
+    'traffic sign', 'vegetation', 'terrain', 'sky', 'person', 'rider', 'car', 'truck',
+    'bus', 'train', 'motorcycle', 'bicycle',
+)
+CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+
+# CamVid's 11 classes as used by SegNet, with the colours of the CamVid label files.
+CAMVID_CLASSES: tuple[str, ...] = (
+    'sky', 'building', 'pole', 'road', 'sidewalk', 'tree', 'sign symbol', 'fence', 'car',
+    'pedestrian', 'bicyclist',
+)
+CAMVID_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192),
+    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+)
+
+
+def generated_classes(num_classes: int) -> list[str]:
+    """Names for a model that ships none: ``class_0`` .. ``class_{C-1}``."""
+    return [f'class_{i}' for i in range(num_classes)]
+
+
+def distinct_palette(num_classes: int) -> list[tuple[int, int, int]]:
+    """Return ``num_classes`` visually distinct, deterministic RGB colours.
+
+    Hues step by the golden ratio so neighbouring ids never look alike; brightness
+    cycles so that more than a dozen classes stay tellable apart.
+    """
+    colours = []
+    for i in range(num_classes):
+        hue = (i * 0.618033988749895) % 1.0
+        value = (1.0, 0.75, 0.55)[i % 3]
+        saturation = (0.9, 0.6)[(i // 3) % 2]
+        r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
+        colours.append((round(r * 255), round(g * 255), round(b * 255)))
+    return colours
+
+
+def default_class_table(num_classes: int) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Names and palette used when a model carries no metadata."""
+    if num_classes == len(CITYSCAPES_CLASSES):
+        return list(CITYSCAPES_CLASSES), list(CITYSCAPES_PALETTE)
+    return generated_classes(num_classes), distinct_palette(num_classes)

@@ -1,0 +1,60 @@
+"""ament_python package definition for seg_node (also installable with pip)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = 'seg_node'
+
+# PyPI-only installs (no apt ROS): the ROS 2 Kilted wheels and runtime libraries, pinned to
+# the versions verified with this package. In a ROS 2 workspace these come from rosdep.
+PYPI_RUNTIME = [
+    'ros-rclpy==9.1.2',
+    'ros-sensor-msgs==5.5.1',
+    'ros-std-msgs==5.5.1',
+    'ros-diagnostic-msgs==5.5.1',
+    'ros-rmw-fastrtps-cpp==9.3.3',
+    'ros-lifecycle-msgs==2.3.0',
+    'onnxruntime-gpu==1.31.1',
+    'onnx==1.23.2',
+    'numpy==2.4.6',
+    'opencv-python-headless==5.0.0.93',
+    'pyyaml==6.0.3',
+    'rosbags==0.11.9',
+    'rosbags-image==0.10.4',
+    'tqdm==4.70.1',
+]
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*', 'bench', 'bench.*']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+        ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
+        ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.xml')),
+        ('share/' + package_name + '/rviz', glob('rviz/*.rviz')),
+        ('share/' + package_name + '/models', glob('models/*.md') + glob('models/*.json')),
+    ],
+    install_requires=['setuptools'],
+    extras_require={
+        'pypi': PYPI_RUNTIME,
+        'test': ['pytest==9.2.0', 'hypothesis==6.170.15', 'ruff==0.17.6'],
+        'train': ['torch==2.14.1', 'torchvision==0.29.1'],
+    },
+    zip_safe=True,
+    maintainer='seg_node developers',
+    maintainer_email='seg-node@example.com',
+    description='Real-time semantic segmentation node for ROS 2 cameras (ONNX Runtime).',
+    license='Apache-2.0',
+    entry_points={
+        'console_scripts': [
+            'seg_node = seg_node.node:main',
+            'seg_train = seg_node.training.train:main',
+            'seg_export = seg_node.training.export:main',
+            'seg_eval = seg_node.training.evaluate:main',
+            'seg_bag = seg_node.bag.cli:main',
+        ],
+    },
+)
