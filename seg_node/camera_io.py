@@ -1,0 +1,136 @@
+"""One camera's ROS endpoints: its image subscription and its segmentation publishers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
+
+from seg_node import topics
+from seg_node.contract import ModelSpec
+from seg_node.conversion import MessageBuffer
+from seg_node.prepost import RenderedOutputs
+from seg_node.stats import CameraStats
+
+try:  # vision_msgs is optional: labels fall back to a JSON std_msgs/String
+    from vision_msgs.msg import LabelInfo, VisionClass
+except ImportError:  # pragma: no cover - depends on the ROS install
+    LabelInfo = None
+
+ENCODINGS = {'mask': 'mono8', 'color_mask': 'rgb8', 'overlay': 'rgb8', 'confidence': 'mono8'}
+
+
+def qos(reliability: str, depth: int, *, latched: bool = False) -> QoSProfile:
+    """A keep-last QoS profile from parameter values."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth,
+        reliability=(ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                     else ReliabilityPolicy.BEST_EFFORT),
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+    )
+
+
+def labels_message(spec: ModelSpec, model_name: str) -> Any:
+    """The class table as vision_msgs/LabelInfo when installed, else a JSON String."""
+    if LabelInfo is not None:
+        msg = LabelInfo()
+        msg.class_map = [VisionClass(class_id=i, class_name=n) for i, n in enumerate(spec.classes)]
+        return msg
+    table = [{'id': i, 'name': name, 'color': list(colour)}
+             for i, (name, colour) in enumerate(zip(spec.classes, spec.palette, strict=True))]
+    return String(data=json.dumps({'model': model_name, 'classes': table}))
+
+
+def scaled_camera_info(info: CameraInfo, header: Any, height: int, width: int) -> CameraInfo:
+    """``info`` rescaled to a mask of height x width, stamped with ``header``."""
+    sx, sy = width / info.width, height / info.height
+    out = CameraInfo()
+    out.header = header
+    out.height, out.width = height, width
+    out.distortion_model, out.d = info.distortion_model, info.d
+    k = np.asarray(info.k, float).reshape(3, 3)
+    k[0] *= sx
+    k[1] *= sy
+    out.k = k.ravel().tolist()
+    p = np.asarray(info.p, float).reshape(3, 4)
+    p[0] *= sx
+    p[1] *= sy
+    out.p = p.ravel().tolist()
+    out.r = info.r
+    out.binning_x, out.binning_y = info.binning_x, info.binning_y
+    out.roi.x_offset = round(info.roi.x_offset * sx)
+    out.roi.y_offset = round(info.roi.y_offset * sy)
+    out.roi.width, out.roi.height = round(info.roi.width * sx), round(info.roi.height * sy)
+    out.roi.do_rectify = info.roi.do_rectify
+    return out
+
+
+class CameraIO:
+    """Subscription, publishers and reusable output buffers of one camera."""
+
+    def __init__(self, node: Node, image_topic: str, *, on_frame: Callable[[str, Any], None],
+                 input_qos: QoSProfile, output_qos: QoSProfile, labels: Any,
+                 want_camera_info: bool) -> None:
+        self.topic = image_topic
+        self.namespace = topics.camera_namespace(image_topic)
+        self.stats = CameraStats()
+        self._last_warning: dict[str, float] = {}
+        msg_type = CompressedImage if topics.is_compressed(image_topic) else Image
+        self.subscription = node.create_subscription(
+            msg_type, image_topic, lambda msg: on_frame(image_topic, msg), input_qos)
+        self.publishers = {
+            name: node.create_publisher(Image, topics.segmentation_topic(image_topic, name), output_qos)
+            for name in topics.OUTPUTS}
+        self.labels_publisher = node.create_publisher(
+            type(labels), topics.segmentation_topic(image_topic, topics.LABELS),
+            qos('reliable', 1, latched=True))
+        self.labels_publisher.publish(labels)
+        self._buffers = {name: MessageBuffer() for name in topics.OUTPUTS}
+        self._messages = {name: Image(check_fields=True) for name in topics.OUTPUTS}
+        self.camera_info: CameraInfo | None = None
+        self.info_publisher = None
+        if want_camera_info:
+            node.create_subscription(CameraInfo, topics.camera_info_topic(image_topic),
+                                     self._on_camera_info, qos('best_effort', 1))
+            self.info_publisher = node.create_publisher(
+                CameraInfo, topics.segmentation_topic(image_topic, topics.CAMERA_INFO), output_qos)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self.camera_info = msg
+
+    def wanted(self, enabled: frozenset[str]) -> set[str]:
+        """The enabled outputs somebody subscribes to; the rest are not computed."""
+        return {name for name in enabled if self.publishers[name].get_subscription_count() > 0}
+
+    def buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """The message-backed array output ``name`` is rendered into."""
+        return self._buffers[name].view(shape)
+
+    def publish(self, rendered: RenderedOutputs, header: Any) -> None:
+        """Publish every rendered output with the input's ``header``."""
+        for name, array in (('mask', rendered.class_mask), ('color_mask', rendered.color_mask),
+                            ('overlay', rendered.overlay), ('confidence', rendered.confidence)):
+            if array is None:
+                continue
+            msg = self._buffers[name].fill(self._messages[name], header, ENCODINGS[name])
+            self.publishers[name].publish(msg)
+        mask = rendered.class_mask
+        if self.info_publisher is not None and self.camera_info is not None and mask is not None:
+            h, w = mask.shape[:2]
+            self.info_publisher.publish(scaled_camera_info(self.camera_info, header, h, w))
+
+    def should_warn(self, kind: str, period_s: float) -> bool:
+        """Rate limit: True at most once per ``period_s`` for each kind of warning."""
+        now = time.monotonic()
+        last = self._last_warning.get(kind)
+        if last is not None and now - last < period_s:
+            return False
+        self._last_warning[kind] = now
+        return True

@@ -1,0 +1,112 @@
+"""Pre- and post-processing shared by the node, the bag tools and evaluation.
+
+Functions write into a destination array when one is given, so the node can render straight
+into the buffers of its outgoing messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from seg_node.engine import Segmentation
+
+MASK_AT_INPUT = 'input'
+MASK_AT_MODEL = 'model'
+
+# Gives the array an output is rendered into: (output name, shape) -> uint8 array.
+BufferFactory = Callable[[str, tuple[int, ...]], np.ndarray]
+
+
+def _alloc(_name: str, shape: tuple[int, ...]) -> np.ndarray:
+    return np.empty(shape, np.uint8)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = None) -> np.ndarray:
+    """Resize an RGB frame to (H, W): area averaging when shrinking, bilinear when growing."""
+    h, w = size
+    if image.shape[0] == h and image.shape[1] == w:
+        if dst is None:
+            return image
+        dst[...] = image
+        return dst
+    shrinking = h * w < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (w, h), dst=dst,
+                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def resize_nearest(mask: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = None) -> np.ndarray:
+    """Resize a class mask to (H, W) with nearest neighbour, which never invents classes."""
+    h, w = size
+    if mask.shape[0] == h and mask.shape[1] == w:
+        if dst is None:
+            return mask
+        dst[...] = mask
+        return dst
+    return cv2.resize(mask, (w, h), dst=dst, interpolation=cv2.INTER_NEAREST)
+
+
+def palette_lut(palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """A 256-entry RGB lookup table; ids without a colour (e.g. 255) map to black."""
+    lut = np.zeros((256, 1, 3), np.uint8)
+    lut[:len(palette), 0, :] = np.asarray(palette, np.uint8).reshape(-1, 3)
+    return lut
+
+
+def colorize(mask: np.ndarray, lut: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+    """RGB colour image of a class mask, through a ``palette_lut``."""
+    # cv2.LUT maps channel-wise, so the ids are first replicated to 3 channels.
+    return cv2.LUT(cv2.merge((mask, mask, mask)), lut, dst=dst)
+
+
+def blend(image: np.ndarray, color: np.ndarray, alpha: float, dst: np.ndarray | None = None) -> np.ndarray:
+    """``(1 - alpha) * image + alpha * color``, rounded, as uint8 RGB."""
+    return cv2.addWeighted(image, 1.0 - alpha, color, alpha, 0.0, dst=dst)
+
+
+@dataclass
+class RenderedOutputs:
+    """Per-frame outputs; an output that was not asked for is None."""
+
+    class_mask: np.ndarray | None = None
+    color_mask: np.ndarray | None = None
+    overlay: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+
+
+def render_outputs(image: np.ndarray, result: Segmentation, lut: np.ndarray, *,
+                   outputs: set[str], overlay_alpha: float = 0.5,
+                   mask_resolution: str = MASK_AT_INPUT,
+                   buffer: BufferFactory = _alloc) -> RenderedOutputs:
+    """Render the requested ``outputs`` (mask, color_mask, overlay, confidence) of one frame.
+
+    Masks and colour masks are at the input's size (``mask_resolution='input'``) or the model's;
+    the overlay is always at the input's size.
+    """
+    image_size = (image.shape[0], image.shape[1])
+    model_mask = result.class_mask
+    mask_size = image_size if mask_resolution == MASK_AT_INPUT else model_mask.shape[:2]
+    rendered = RenderedOutputs()
+    if 'mask' in outputs:
+        rendered.class_mask = resize_nearest(model_mask, mask_size, dst=buffer('mask', mask_size))
+    if 'color_mask' in outputs or 'overlay' in outputs:
+        # Colour at model resolution, then upsample: nearest resizing commutes with the lookup,
+        # and the lookup touches (input / model)^2 times fewer pixels.
+        small = colorize(model_mask, lut)
+        if 'color_mask' in outputs:
+            color = resize_nearest(small, mask_size, dst=buffer('color_mask', (*mask_size, 3)))
+            rendered.color_mask = color
+        if 'overlay' in outputs:
+            full = small if small.shape[:2] == image_size else resize_nearest(small, image_size)
+            rendered.overlay = blend(image, full, overlay_alpha,
+                                     dst=buffer('overlay', (*image_size, 3)))
+    if 'confidence' in outputs and result.confidence is not None:
+        rendered.confidence = cv2.resize(result.confidence, (mask_size[1], mask_size[0]),
+                                         dst=buffer('confidence', mask_size),
+                                         interpolation=cv2.INTER_LINEAR)
+    return rendered

@@ -1,0 +1,192 @@
+"""The node's parameters: one table of declarations, and validation into ``NodeSettings``.
+
+Plain data, no ROS imports: the node turns each ``ParamSpec`` into a declared parameter with a
+descriptor, and the tests check the validation rules without starting ROS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from seg_node.contract import ModelOverrides
+from seg_node.engine import DEFAULT_PROVIDERS, DEFAULT_TRT_CACHE, PROVIDERS, EngineConfig
+from seg_node.prepost import MASK_AT_INPUT, MASK_AT_MODEL
+from seg_node.topics import validate_image_topics
+
+RELIABILITY = ('best_effort', 'reliable')
+
+
+class SettingsError(ValueError):
+    """A parameter value is invalid; the message names the parameter and the reason."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter: its type, default, description and constraints."""
+
+    name: str
+    type: str  # bool, int, double, string, string_array, integer_array, double_array
+    default: object
+    description: str
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+    read_only: bool = True
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec('model_path', 'string', '', 'ONNX model file that meets the seg_node model contract.'),
+    ParamSpec('model_sha256', 'string', '', 'Expected SHA-256 of the model file; empty skips the check.'),
+    ParamSpec('image_topics', 'string_array', ['/camera/image_raw'],
+              'Camera image topics; a topic ending in /compressed is a CompressedImage.'),
+    ParamSpec('providers', 'string_array', list(DEFAULT_PROVIDERS),
+              'Execution providers in order of preference; the first that loads runs.'),
+    ParamSpec('cpu_threads', 'int', 0, 'ONNX Runtime CPU threads (0: one per core).', int_range=(0, 256)),
+    ParamSpec('trt_fp16', 'bool', True, 'Let TensorRT run layers in fp16.'),
+    ParamSpec('trt_cache_dir', 'string', str(DEFAULT_TRT_CACHE), 'Directory of cached TensorRT engines.'),
+    ParamSpec('device_id', 'int', 0, 'CUDA device index.', int_range=(0, 64)),
+    ParamSpec('classes', 'string_array', None, 'Class names, overriding the model metadata.'),
+    ParamSpec('palette', 'integer_array', None,
+              'Class colours as a flat list r,g,b,r,g,b,..., overriding the model metadata.'),
+    ParamSpec('mean', 'double_array', None, 'Normalization mean (0..1 scale, RGB), overriding the model.'),
+    ParamSpec('std', 'double_array', None, 'Normalization std (0..1 scale, RGB), overriding the model.'),
+    ParamSpec('input_size', 'integer_array', None,
+              'Model input [height, width] for models with dynamic spatial size.'),
+    ParamSpec('mask_resolution', 'string', MASK_AT_INPUT,
+              'Publish masks at the "input" image size or at the "model" output size.',
+              choices=(MASK_AT_INPUT, MASK_AT_MODEL)),
+    ParamSpec('overlay_alpha', 'double', 0.5, 'Weight of the colour mask in the overlay.',
+              float_range=(0.0, 1.0), read_only=False),
+    ParamSpec('publish_mask', 'bool', True, 'Publish segmentation/mask (mono8 class ids).', read_only=False),
+    ParamSpec('publish_color_mask', 'bool', True, 'Publish segmentation/color_mask (rgb8).', read_only=False),
+    ParamSpec('publish_overlay', 'bool', True, 'Publish segmentation/overlay (rgb8).', read_only=False),
+    ParamSpec('publish_confidence', 'bool', False,
+              'Publish segmentation/confidence (mono8, max class probability x 255).', read_only=False),
+    ParamSpec('input_reliability', 'string', 'best_effort', 'Reliability of the image subscriptions.',
+              choices=RELIABILITY),
+    ParamSpec('input_depth', 'int', 1, 'History depth of the image subscriptions.', int_range=(1, 100)),
+    ParamSpec('output_reliability', 'string', 'reliable',
+              'Reliability of the output publishers (reliable also serves best-effort subscribers).',
+              choices=RELIABILITY),
+    ParamSpec('output_depth', 'int', 1, 'History depth of the output publishers.', int_range=(1, 100)),
+    ParamSpec('max_batch', 'int', 0,
+              'Most frames one engine call takes (0: every camera waiting, as the model allows).',
+              int_range=(0, 64)),
+    ParamSpec('diagnostics_period_s', 'double', 1.0, 'Period of /diagnostics messages.',
+              float_range=(0.1, 60.0)),
+    ParamSpec('warn_throttle_s', 'double', 5.0, 'Least time between two warnings of one kind per camera.',
+              float_range=(0.0, 3600.0)),
+)
+OUTPUT_PARAMS = {'mask': 'publish_mask', 'color_mask': 'publish_color_mask',
+                 'overlay': 'publish_overlay', 'confidence': 'publish_confidence'}
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Validated parameter values."""
+
+    model_path: str
+    model_sha256: str
+    image_topics: tuple[str, ...]
+    engine: EngineConfig
+    overrides: ModelOverrides
+    mask_resolution: str
+    overlay_alpha: float
+    outputs: frozenset[str]
+    input_reliability: str
+    input_depth: int
+    output_reliability: str
+    output_depth: int
+    max_batch: int
+    diagnostics_period_s: float
+    warn_throttle_s: float
+    raw: Mapping[str, object] = field(default_factory=dict)
+
+
+def _palette(flat: Sequence[int] | None) -> list[list[int]] | None:
+    if not flat:
+        return None
+    if len(flat) % 3 or any(not 0 <= v <= 255 for v in flat):
+        msg = 'palette must be a flat list of r,g,b values in 0..255 (a multiple of 3 long)'
+        raise SettingsError(msg)
+    return [list(flat[i:i + 3]) for i in range(0, len(flat), 3)]
+
+
+def _check_value(spec: ParamSpec, value: object) -> None:
+    if spec.choices and value not in spec.choices:
+        msg = f'{spec.name} must be one of {", ".join(spec.choices)}; got {value!r}'
+        raise SettingsError(msg)
+    if spec.int_range and not spec.int_range[0] <= value <= spec.int_range[1]:
+        msg = f'{spec.name} must be in [{spec.int_range[0]}, {spec.int_range[1]}]; got {value!r}'
+        raise SettingsError(msg)
+    if spec.float_range and not spec.float_range[0] <= value <= spec.float_range[1]:
+        msg = f'{spec.name} must be in [{spec.float_range[0]}, {spec.float_range[1]}]; got {value!r}'
+        raise SettingsError(msg)
+
+
+def check_parameter(name: str, value: object) -> None:
+    """Raise SettingsError if ``value`` is not valid for parameter ``name``."""
+    spec = next((s for s in PARAMETERS if s.name == name), None)
+    if spec is None:
+        msg = f'{name} is not a seg_node parameter'
+        raise SettingsError(msg)
+    _check_value(spec, value)
+
+
+def settings_from_values(values: Mapping[str, object]) -> NodeSettings:
+    """Validate declared parameter values (None: not set) into NodeSettings."""
+    for spec in PARAMETERS:
+        if values.get(spec.name) is not None:
+            _check_value(spec, values[spec.name])
+    if not values.get('model_path'):
+        msg = 'model_path is empty; point it at an ONNX model (see README, "Model contract")'
+        raise SettingsError(msg)
+    topics = tuple(values['image_topics'] or ())
+    problem = validate_image_topics(topics)
+    if problem:
+        raise SettingsError(problem)
+    providers = tuple(values['providers'] or ())
+    unknown = [p for p in providers if p not in PROVIDERS]
+    if not providers or unknown:
+        msg = f'providers must be a non-empty list of {", ".join(PROVIDERS)}; got {list(providers)}'
+        raise SettingsError(msg)
+    input_size = values.get('input_size')
+    if input_size and (len(input_size) != 2 or min(input_size) <= 0):
+        msg = f'input_size must be [height, width] with positive values; got {list(input_size)}'
+        raise SettingsError(msg)
+    for name in ('mean', 'std'):
+        triple = values.get(name)
+        if triple and len(triple) != 3:
+            msg = f'{name} must have 3 values (R, G, B); got {list(triple)}'
+            raise SettingsError(msg)
+    sha = str(values.get('model_sha256') or '').lower()
+    if sha and (len(sha) != 64 or any(c not in '0123456789abcdef' for c in sha)):
+        msg = 'model_sha256 must be 64 hexadecimal digits'
+        raise SettingsError(msg)
+    overrides = ModelOverrides(
+        classes=list(values['classes']) if values.get('classes') else None,
+        palette=_palette(values.get('palette')),
+        mean=list(values['mean']) if values.get('mean') else None,
+        std=list(values['std']) if values.get('std') else None,
+        input_size=list(input_size) if input_size else None,
+    )
+    engine = EngineConfig(providers=providers, cpu_threads=int(values['cpu_threads']),
+                          trt_fp16=bool(values['trt_fp16']), trt_cache_dir=str(values['trt_cache_dir']),
+                          device_id=int(values['device_id']))
+    return NodeSettings(
+        model_path=str(values['model_path']), model_sha256=sha, image_topics=topics,
+        engine=engine, overrides=overrides, mask_resolution=str(values['mask_resolution']),
+        overlay_alpha=float(values['overlay_alpha']),
+        outputs=frozenset(out for out, param in OUTPUT_PARAMS.items() if values[param]),
+        input_reliability=str(values['input_reliability']), input_depth=int(values['input_depth']),
+        output_reliability=str(values['output_reliability']),
+        output_depth=int(values['output_depth']), max_batch=int(values['max_batch']),
+        diagnostics_period_s=float(values['diagnostics_period_s']),
+        warn_throttle_s=float(values['warn_throttle_s']), raw=dict(values),
+    )
+
+
+def default_values() -> dict[str, object]:
+    """Every parameter at its default (None where unset)."""
+    return {spec.name: spec.default for spec in PARAMETERS}
