@@ -40,7 +40,7 @@ setup(
     install_requires=['setuptools'],
     extras_require={
         'pypi': PYPI_RUNTIME,
-        'test': ['pytest==9.2.0', 'hypothesis==6.170.15', 'ruff==0.17.6'],
+        'test': ['pytest==9.2.0', 'pytest-timeout==2.4.0', 'hypothesis==6.170.15', 'ruff==0.17.6'],
         'train': ['torch==2.14.1', 'torchvision==0.29.1'],
     },
     zip_safe=True,

@@ -18,7 +18,7 @@ from seg_node.contract import IMAGENET_MEAN, IMAGENET_STD, KEY_SCORES, metadata_
 from seg_node.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
 # Scales the scores so the softmax of an exact palette colour is confidently peaked.
-_SHARPNESS = 40.0
+SHARPNESS = 40.0
 
 
 def palette_classifier(palette: Sequence[Sequence[int]] = CITYSCAPES_PALETTE, *,
@@ -68,8 +68,8 @@ def palette_classifier(palette: Sequence[Sequence[int]] = CITYSCAPES_PALETTE, *,
                                       kernel_shape=[downsample, downsample],
                                       strides=[downsample, downsample]))
         x = 'pooled'
-    w_name = const('weight', (_SHARPNESS * weight).reshape(num_classes, 3, 1, 1).astype(np.float32))
-    b_name = const('bias', (_SHARPNESS * bias).astype(np.float32))
+    w_name = const('weight', (SHARPNESS * weight).reshape(num_classes, 3, 1, 1).astype(np.float32))
+    b_name = const('bias', (SHARPNESS * bias).astype(np.float32))
     nodes.append(helper.make_node('Conv', [x, w_name, b_name], ['scores']))
     oh = h // downsample if isinstance(h, int) else 'out_height'
     ow = w // downsample if isinstance(w, int) else 'out_width'

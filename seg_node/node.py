@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from typing import Any
 
@@ -90,6 +91,7 @@ class SegmentationNode(Node):
             self.get_logger().warning('publish_confidence is set but the model has no confidence output')
         self._stage_ms = {stage: deque(maxlen=600) for stage in _STAGES}
         self._slots = LatestFrameSlots()
+        self._unexpected_errors = 0
         labels = labels_message(spec, self.settings.model_path)
         input_qos = qos(self.settings.input_reliability, self.settings.input_depth)
         output_qos = qos(self.settings.output_reliability, self.settings.output_depth)
@@ -165,8 +167,15 @@ class SegmentationNode(Node):
     def _work(self) -> None:
         while not self._slots.closed:
             frames = self._slots.take_all(timeout=0.2)
-            if frames:
+            if not frames:
+                continue
+            try:
                 self._process(frames)
+            except Exception:  # noqa: BLE001 - the worker must outlive any one bad batch
+                self._unexpected_errors += 1
+                self.get_logger().error(
+                    f'unexpected error while processing {len(frames)} frame(s); they are dropped:\n'
+                    f'{traceback.format_exc()}', throttle_duration_sec=5.0)
 
     def _process(self, frames: list[PendingFrame]) -> None:
         batch = []
@@ -184,7 +193,7 @@ class SegmentationNode(Node):
                 continue
             self._stage_ms['convert'].append((time.perf_counter() - t0) * 1e3)
             batch.append((camera, frame, rgb, outputs))
-        limit = self.settings.max_batch or len(batch)
+        limit = self.settings.max_batch or max(1, len(batch))
         for start in range(0, len(batch), limit):
             self._segment_and_publish(batch[start:start + limit])
 

@@ -1,0 +1,29 @@
+"""Test-wide setup: DDS stays on this machine, each pytest run gets its own domain."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Before anything imports rclpy: discovery on localhost only, the project's Fast DDS profile
+# (shared memory + loopback UDP), and a domain of our own so parallel runs never meet.
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fastdds_localhost.xml'))
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(101, 199)))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption('--soak-minutes', type=float, default=None,
+                     help='run the soak tests for this many minutes')
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption('--soak-minutes') is not None or 'soak' in (config.getoption('-m') or ''):
+        return
+    skip = pytest.mark.skip(reason='soak test: run with make soak')
+    for item in items:
+        if 'soak' in item.keywords:
+            item.add_marker(skip)
