@@ -126,7 +126,8 @@ def sent(live):
         assert client.send_and_wait(FRONT, image_msg(rgb, stamp, 'front_optical')), f'no output for {stamp}'
         truth[FRONT, stamp] = (rgb, label, 'front_optical')
         rgb, label = palette_scene(seed=10 + i, height=180, width=240)
-        assert client.send_and_wait(LEFT, compressed_msg(rgb, stamp, 'left_optical')), f'no output for {stamp}'
+        sent_ok = client.send_and_wait(LEFT, compressed_msg(rgb, stamp, 'left_optical'))
+        assert sent_ok, f'no output for {stamp}'
         truth[LEFT, stamp] = (rgb, label, 'left_optical')
     return truth
 
@@ -234,7 +235,7 @@ def test_bad_frames_are_rejected_counted_and_the_next_good_frame_is_right(live, 
         return (int(front['frames_rejected']) - rejected_before == len(BAD_FRAMES)
                 and int(left['frames_rejected']) == 1)
     assert wait_for(counted, 5), client.diagnostic_values('/cam_front')
-    front, status = client.diagnostic_values('/cam_front')
+    front, _ = client.diagnostic_values('/cam_front')
     assert front['frames_processed'] == str(len(sent) // 2 + 1)
     assert process.proc.poll() is None, 'seg_node died on bad input'
     assert 'frame rejected: unsupported encoding' in process.output

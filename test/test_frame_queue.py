@@ -1,0 +1,32 @@
+"""The latest-frame slots between subscription callbacks and the inference worker."""
+
+import threading
+import time
+
+from seg_node.frame_queue import LatestFrameSlots, PendingFrame
+
+
+def test_a_newer_frame_replaces_the_waiting_one_per_camera():
+    slots = LatestFrameSlots()
+    assert slots.put(PendingFrame('a', 1, 0.0)) is False
+    assert slots.put(PendingFrame('a', 2, 0.1)) is True
+    assert slots.put(PendingFrame('b', 3, 0.2)) is False
+    taken = {f.camera: f.message for f in slots.take_all(timeout=0)}
+    assert taken == {'a': 2, 'b': 3}
+    assert slots.take_all(timeout=0) == []
+
+
+def test_take_all_wakes_on_put_and_on_close():
+    slots = LatestFrameSlots()
+    got = []
+    worker = threading.Thread(target=lambda: got.append(slots.take_all(timeout=5)))
+    worker.start()
+    time.sleep(0.05)
+    slots.put(PendingFrame('a', 1, 0.0))
+    worker.join(timeout=2)
+    assert [f.message for f in got[0]] == [1]
+    worker = threading.Thread(target=lambda: got.append(slots.take_all(timeout=5)))
+    worker.start()
+    slots.close()
+    worker.join(timeout=2)
+    assert not worker.is_alive() and got[1] == [] and slots.closed

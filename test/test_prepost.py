@@ -1,0 +1,67 @@
+"""Colour lookup, nearest resizing, overlay blending and the shared output renderer."""
+
+import numpy as np
+import pytest
+
+from seg_node.engine import Segmentation
+from seg_node.palettes import CITYSCAPES_PALETTE
+from seg_node.prepost import blend, colorize, palette_lut, render_outputs, resize_nearest
+
+RNG = np.random.default_rng(3)
+PALETTE = np.asarray(CITYSCAPES_PALETTE, np.uint8)
+
+
+def test_colorize_is_palette_indexing_and_unknown_ids_are_black():
+    mask = RNG.integers(0, 19, (33, 47), dtype=np.uint8)
+    mask[0, :5] = 255
+    colour = colorize(mask, palette_lut(CITYSCAPES_PALETTE))
+    np.testing.assert_array_equal(colour[1:], PALETTE[mask[1:]])
+    assert not colour[0, :5].any()
+
+
+@pytest.mark.parametrize('size', [(10, 13), (64, 91), (200, 150)])
+def test_nearest_resize_never_invents_classes(size):
+    mask = RNG.integers(0, 5, (37, 29), dtype=np.uint8) * 40  # ids 0, 40, ..., 160
+    out = resize_nearest(mask, size)
+    assert out.shape == size
+    assert set(np.unique(out)) <= set(np.unique(mask))
+
+
+def test_blend_weights_image_and_colour():
+    image = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    colour = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    expected = 0.3 * colour + 0.7 * image
+    assert np.abs(blend(image, colour, 0.3).astype(float) - expected).max() <= 0.5 + 1e-6
+
+
+@pytest.mark.parametrize('resolution', ['input', 'model'])
+def test_render_outputs_at_either_mask_resolution(resolution):
+    image = RNG.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    small = RNG.integers(0, 19, (15, 20), dtype=np.uint8)
+    confidence = RNG.integers(0, 256, (15, 20), dtype=np.uint8)
+    out = render_outputs(image, Segmentation(small, confidence), palette_lut(CITYSCAPES_PALETTE),
+                         outputs={'mask', 'color_mask', 'overlay', 'confidence'},
+                         overlay_alpha=0.5, mask_resolution=resolution)
+    full = resize_nearest(small, (60, 80))
+    expected_mask = full if resolution == 'input' else small
+    np.testing.assert_array_equal(out.class_mask, expected_mask)
+    # Colouring before or after the nearest upsample gives the same image.
+    np.testing.assert_array_equal(out.color_mask, PALETTE[expected_mask])
+    assert out.overlay.shape == image.shape
+    np.testing.assert_array_equal(out.overlay, blend(image, PALETTE[full], 0.5))
+    assert out.confidence.shape == expected_mask.shape
+
+
+def test_only_requested_outputs_are_rendered_into_given_buffers():
+    image = np.zeros((20, 30, 3), np.uint8)
+    given = {}
+
+    def buffer(name, shape):
+        given[name] = np.full(shape, 7, np.uint8)
+        return given[name]
+
+    out = render_outputs(image, Segmentation(np.ones((20, 30), np.uint8), None),
+                         palette_lut(CITYSCAPES_PALETTE), outputs={'mask'}, buffer=buffer)
+    assert out.color_mask is None and out.overlay is None and out.confidence is None
+    assert set(given) == {'mask'}
+    assert out.class_mask is given['mask'] and (given['mask'] == 1).all()
