@@ -76,3 +76,10 @@ def test_ruff_is_clean():
     result = subprocess.run([sys.executable, '-m', 'ruff', 'check', 'seg_node', 'test', 'launch'],
                             cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_readme_documents_every_parameter_and_the_quick_start():
+    readme = (REPO / 'README.md').read_text()
+    missing = [p.name for p in PARAMETERS if f'`{p.name}`' not in readme]
+    assert not missing, f'README lacks parameters {missing}'
+    assert 'make demo' in readme and 'make test' in readme
