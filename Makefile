@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 ISOLATED := scripts/isolated.sh
 
-.PHONY: setup setup-train test lint demo bench soak clean
+.PHONY: setup setup-train test lint demo clean
 
 # Node + tests (ROS 2 wheels, ONNX Runtime, OpenCV, rosbags).
 setup: $(VENV)/.node-installed
@@ -21,7 +21,7 @@ $(VENV)/.train-installed: $(VENV)/.node-installed
 	touch $@
 
 lint: setup
-	$(VENV)/bin/ruff check seg_node test bench launch
+	$(VENV)/bin/ruff check seg_node test launch
 
 # DDS tests run in a private network namespace when we are root (see scripts/isolated.sh).
 test: setup-train lint
@@ -29,12 +29,6 @@ test: setup-train lint
 
 demo: setup-train
 	$(ISOLATED) $(PY) -m seg_node.demo
-
-bench: setup-train
-	$(ISOLATED) $(PY) -m bench.run
-
-soak: setup
-	$(ISOLATED) $(PY) -m pytest -q test -m soak --soak-minutes 30
 
 clean:
 	rm -rf out build install log .pytest_cache
