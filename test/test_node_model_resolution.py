@@ -5,8 +5,8 @@ import signal
 import numpy as np
 import onnx
 import pytest
-from ros_helpers import NodeProcess, SpinningNode, wait_for
 from rclpy.qos import qos_profile_sensor_data
+from ros_helpers import NodeProcess, SpinningNode, wait_for
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from seg_node.camera_io import qos
@@ -44,8 +44,9 @@ def run(tmp_path_factory):
     pub_info = node.create_publisher(CameraInfo, '/cam_a/camera_info', qos('reliable', 1))
     try:
         process.wait_ready()
-        assert wait_for(lambda: pub_raw.get_subscription_count() and pub_jpeg.get_subscription_count()
-                        and pub_info.get_subscription_count() and all(s.get_publisher_count() for s in subs), 30)
+        pubs = (pub_raw, pub_jpeg, pub_info)
+        assert wait_for(lambda: all(p.get_subscription_count() for p in pubs)
+                        and all(s.get_publisher_count() for s in subs), 30)
         yield process, got, pub_raw, pub_jpeg, pub_info
     finally:
         client.close()
