@@ -1,0 +1,153 @@
+"""FCN, PSPNet and DeepLabV3 heads on a torchvision ResNet-50/101 backbone.
+
+FCN and DeepLabV3 use torchvision's heads; PSPNet's pyramid pooling head (bins 1, 2, 3, 6) is
+written here, as torchvision has none. The backbone is dilated to output stride 8 (default) or
+16, as in torchvision's and GluonCV's segmentation models.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torch.nn import functional as F  # noqa: N812 - the conventional alias
+from torchvision.models import ResNet50_Weights, ResNet101_Weights
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead
+
+__all__ = ['ALGORITHMS', 'BACKBONES', 'PSPHead', 'SegmentationModel', 'build_model', 'load_backbone_weights']
+
+ALGORITHMS = ('fcn', 'psp', 'deeplab')
+BACKBONES = {
+    'resnet-50': (torchvision.models.resnet50, ResNet50_Weights.IMAGENET1K_V1),
+    'resnet-101': (torchvision.models.resnet101, ResNet101_Weights.IMAGENET1K_V1),
+}
+PSP_BINS = (1, 2, 3, 6)
+
+
+class SegmentationModel(nn.Module):
+    """Backbone + head (+ auxiliary head on layer3); returns ``{'out', 'aux'}`` at input size."""
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Module,
+                 aux_classifier: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+        self.aux_classifier = aux_classifier
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Score every pixel: logits [N, C, H, W] under 'out' (and 'aux' when it has one)."""
+        size = x.shape[-2:]
+        features = self.backbone(x)
+        result = OrderedDict()
+        out = self.classifier(features['out'])
+        result['out'] = F.interpolate(out, size=size, mode='bilinear', align_corners=False)
+        if self.aux_classifier is not None:
+            aux = self.aux_classifier(features['aux'])
+            result['aux'] = F.interpolate(aux, size=size, mode='bilinear', align_corners=False)
+        return result
+
+
+class _PyramidPooling(nn.Module):
+    """Average-pool to each bin size, reduce channels, upsample back and concatenate."""
+
+    def __init__(self, in_channels: int, bins: tuple[int, ...]) -> None:
+        super().__init__()
+        reduced = in_channels // len(bins)
+        self.stages = nn.ModuleList(nn.Sequential(
+            nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, reduced, 1, bias=False),
+            nn.BatchNorm2d(reduced), nn.ReLU(inplace=True)) for b in bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate ``x`` with its pooled context at every bin size."""
+        size = x.shape[-2:]
+        pooled = [F.interpolate(stage(x), size=size, mode='bilinear', align_corners=False)
+                  for stage in self.stages]
+        return torch.cat([x, *pooled], dim=1)
+
+
+class PSPHead(nn.Sequential):
+    """PSPNet head: pyramid pooling (bins 1, 2, 3, 6), 3x3 conv, classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int, bins: tuple[int, ...] = PSP_BINS) -> None:
+        inner = in_channels // 4
+        super().__init__(
+            _PyramidPooling(in_channels, bins),
+            nn.Conv2d(in_channels * 2, inner, 3, padding=1, bias=False),
+            nn.BatchNorm2d(inner), nn.ReLU(inplace=True), nn.Dropout(0.1),
+            nn.Conv2d(inner, num_classes, 1),
+        )
+
+
+def load_backbone_weights(resnet: nn.Module, path: str | Path) -> None:
+    """Load a local ResNet state dict (safe ``weights_only`` loading); fail naming bad keys."""
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as err:  # pickle errors surface as these
+        msg = f'cannot read backbone weights {path}: {err}'
+        raise ValueError(msg) from None
+    if isinstance(state, dict) and isinstance(state.get('model'), dict):
+        state = state['model']
+    if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
+        state = state['state_dict']
+    if not isinstance(state, dict):
+        msg = f'backbone weights {path} hold a {type(state).__name__}, not a state dict'
+        raise ValueError(msg)
+    expected = set(resnet.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        msg = (f'backbone weights {path} do not fit the backbone: missing keys {missing[:8]}'
+               f'{" ..." if len(missing) > 8 else ""} ({len(missing)}), unexpected keys '
+               f'{unexpected[:8]}{" ..." if len(unexpected) > 8 else ""} ({len(unexpected)})')
+        raise ValueError(msg)
+    try:
+        resnet.load_state_dict(state)
+    except RuntimeError as err:
+        msg = f'backbone weights {path} do not fit the backbone: {err}'
+        raise ValueError(msg) from None
+
+
+def build_model(*, algorithm: str = 'fcn', backbone: str = 'resnet-50', num_classes: int,
+                use_pretrained_model: bool = False, backbone_weights: str | Path | None = None,
+                output_stride: int = 8, aux_loss: bool = False) -> SegmentationModel:
+    """Build a segmentation network.
+
+    Args:
+        algorithm: 'fcn', 'psp' or 'deeplab' (DeepLabV3 with ASPP).
+        backbone: 'resnet-50' or 'resnet-101'.
+        num_classes: number of output classes.
+        use_pretrained_model: start the backbone from torchvision's ImageNet weights (downloads
+            them unless they are in torch's cache).
+        backbone_weights: a local ResNet state dict to start the backbone from instead.
+        output_stride: 8 (layer3 and layer4 dilated) or 16 (layer4 dilated).
+        aux_loss: add an FCN head on layer3 for an auxiliary training loss.
+    """
+    if algorithm not in ALGORITHMS:
+        msg = f'algorithm must be one of {ALGORITHMS}, got {algorithm!r}'
+        raise ValueError(msg)
+    if backbone not in BACKBONES:
+        msg = f'backbone must be one of {tuple(BACKBONES)}, got {backbone!r}'
+        raise ValueError(msg)
+    if output_stride not in (8, 16):
+        msg = f'output_stride must be 8 or 16, got {output_stride}'
+        raise ValueError(msg)
+    factory, imagenet = BACKBONES[backbone]
+    weights = imagenet if use_pretrained_model and backbone_weights is None else None
+    resnet = factory(weights=weights, replace_stride_with_dilation=[False, output_stride == 8, True])
+    if backbone_weights is not None:
+        load_backbone_weights(resnet, backbone_weights)
+    layers = {'layer4': 'out', 'layer3': 'aux'} if aux_loss else {'layer4': 'out'}
+    body = IntermediateLayerGetter(resnet, return_layers=layers)
+    if algorithm == 'fcn':
+        head: nn.Module = FCNHead(2048, num_classes)
+    elif algorithm == 'psp':
+        head = PSPHead(2048, num_classes)
+    else:
+        head = DeepLabHead(2048, num_classes)
+    aux = FCNHead(1024, num_classes) if aux_loss else None
+    return SegmentationModel(body, head, aux)

@@ -1,0 +1,333 @@
+"""``seg_train``: fine-tune FCN / PSPNet / DeepLabV3 with SageMaker's hyperparameters.
+
+CPU, one GPU (mixed precision) or ``torchrun`` (DistributedDataParallel, SyncBatchNorm with
+``--syncbn true``). RUN_DIR gets ``checkpoint.pt`` (last, for ``--resume``), ``model_best.pt``
+(best ``validation:mIOU``) and ``metrics.jsonl`` (one JSON line per epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from seg_node.contract import IMAGENET_MEAN, IMAGENET_STD
+from seg_node.prepost import resize_nearest
+from seg_node.training.datasets import ClassTable, class_table, get_dataset
+from seg_node.training.hyperparameters import Hyperparameters, RunConfig, as_dict, parse_args
+from seg_node.training.labels import IGNORE_INDEX
+from seg_node.training.metrics import ConfusionMatrix
+from seg_node.training.models import build_model
+from seg_node.training.transforms import SegmentationPresetEval, SegmentationPresetTrain
+
+__all__ = ['criterion', 'evaluate', 'load_checkpoint', 'main', 'train', 'train_one_epoch']
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _log(message: str) -> None:
+    if _rank() == 0:
+        tqdm.write(message)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint with safe (``weights_only``) loading; fail naming the file."""
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
+        msg = f'cannot read checkpoint {path}: {err}'
+        raise ValueError(msg) from None
+
+
+def criterion(outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise cross-entropy (255 ignored); the auxiliary head counts half."""
+    losses = {name: nn.functional.cross_entropy(x.float(), target, ignore_index=IGNORE_INDEX)
+              for name, x in outputs.items()}
+    return losses['out'] + 0.5 * losses['aux'] if 'aux' in losses else losses['out']
+
+
+def make_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimizer:
+    """SageMaker's optimizers; the heads learn ``head_lr_mult`` times faster (GluonCV's lr_mult)."""
+    base = model.module if hasattr(model, 'module') else model
+    backbone = [p for p in base.backbone.parameters() if p.requires_grad]
+    heads = [p for n, p in base.named_parameters() if not n.startswith('backbone.') and p.requires_grad]
+    groups = [{'params': backbone, 'lr': hp.learning_rate},
+              {'params': heads, 'lr': hp.learning_rate * hp.head_lr_mult}]
+    lr, wd = hp.learning_rate, hp.weight_decay
+    if hp.optimizer in ('sgd', 'nag'):
+        return torch.optim.SGD(groups, lr=lr, momentum=hp.momentum, weight_decay=wd,
+                               nesterov=hp.optimizer == 'nag')
+    if hp.optimizer == 'adam':
+        return torch.optim.Adam(groups, lr=lr, weight_decay=wd)
+    if hp.optimizer == 'adamw':
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
+    if hp.optimizer == 'rmsprop':
+        return torch.optim.RMSprop(groups, lr=lr, alpha=hp.gamma1, momentum=hp.gamma2, weight_decay=wd)
+    return torch.optim.Adagrad(groups, lr=lr, weight_decay=wd)
+
+
+def make_scheduler(hp: Hyperparameters, optimizer: torch.optim.Optimizer,
+                   iters_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration learning-rate factor: poly (power 0.9), cosine, or step at given epochs."""
+    total = max(iters_per_epoch * hp.epochs, 1)
+    if hp.lr_scheduler == 'poly':
+        def factor(it: int) -> float:
+            return max(1 - it / total, 0.0) ** 0.9
+    elif hp.lr_scheduler == 'cosine':
+        def factor(it: int) -> float:
+            return 0.5 * (1 + math.cos(math.pi * min(it / total, 1.0)))
+    else:
+        steps = [s * iters_per_epoch for s in hp.step_epochs()]
+
+        def factor(it: int) -> float:
+            return hp.lr_scheduler_factor ** sum(it >= s for s in steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _autocast(device: torch.device, enabled: bool) -> object:
+    if not enabled:
+        return nullcontext()
+    # bfloat16 on CPUs (no loss scaling needed), float16 with a GradScaler on GPUs.
+    dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: object,
+                    loader: DataLoader, device: torch.device, *, epoch: int, amp: bool,
+                    scaler: torch.amp.GradScaler | None, max_iterations: int = 0) -> float:
+    """One pass over the training data; returns the mean loss."""
+    model.train()
+    total, count = 0.0, 0
+    steps = min(len(loader), max_iterations) if max_iterations else len(loader)
+    bar = tqdm(loader, total=steps, desc=f'epoch {epoch}', disable=_rank() != 0 or None,
+               leave=False, file=sys.stderr)
+    for i, (images, targets) in enumerate(bar):
+        if i >= steps:
+            break
+        with _autocast(device, amp):
+            outputs = model(images.to(device, non_blocking=True))
+            loss = criterion(outputs, targets.to(device, non_blocking=True))
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        total, count = total + loss.item(), count + 1
+        bar.set_postfix(loss=f'{total / count:.4f}', lr=f'{optimizer.param_groups[0]["lr"]:.2e}')
+    return total / max(count, 1)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, *, amp: bool = False) -> np.ndarray:
+    """Class ids uint8 [N, h, w] at the input's size."""
+    with _autocast(images.device, amp):
+        logits = model(images)['out']
+    return logits.argmax(1).to(torch.uint8).cpu().numpy()
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int, *,
+             amp: bool = False) -> ConfusionMatrix:
+    """Confusion matrix over the loader; masks are brought to label size as the node does."""
+    model.eval()
+    matrix = ConfusionMatrix(num_classes)
+    for batch in tqdm(loader, desc='validation', disable=_rank() != 0 or None, leave=False, file=sys.stderr):
+        shapes = {tuple(image.shape) for image, _ in batch}
+        groups = [batch] if len(shapes) == 1 else [[item] for item in batch]
+        for group in groups:
+            masks = predict(model, torch.stack([image for image, _ in group]).to(device), amp=amp)
+            for mask, (_, label) in zip(masks, group, strict=True):
+                matrix.update(label, resize_nearest(mask, label.shape[:2]))
+    if dist.is_initialized():
+        counts = torch.from_numpy(matrix.mat).to(device)
+        dist.all_reduce(counts)
+        matrix.mat = counts.cpu().numpy()
+    return matrix
+
+
+def _collate_list(batch: list) -> list:
+    return batch
+
+
+def _loaders(config: RunConfig, classes: ClassTable,
+             world: int) -> tuple[DataLoader, DataLoader, torch.utils.data.Sampler | None]:
+    hp = config.hp
+    train_tf = SegmentationPresetTrain(base_size=hp.base_size, crop_size=hp.crop_size, min_scale=hp.min_scale,
+                                       max_scale=hp.max_scale, color_jitter=hp.color_jitter)
+    n = len(classes.names)
+    train_set = get_dataset(config.data, fmt=config.format, split='train', num_classes=n, transform=train_tf)
+    val_set = get_dataset(config.data, fmt=config.format, split='validation', num_classes=n,
+                          transform=SegmentationPresetEval(size=hp.eval_size))
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(train_set, shuffle=True, seed=hp.seed)
+        # Each rank validates a disjoint slice; the confusion matrices are summed.
+        val_set = Subset(val_set, range(_rank(), len(val_set), world))
+    workers = hp.workers
+    generator = torch.Generator().manual_seed(hp.seed)
+    train_loader = DataLoader(train_set, batch_size=hp.mini_batch_size, shuffle=sampler is None,
+                              sampler=sampler,
+                              num_workers=workers, drop_last=len(train_set) >= hp.mini_batch_size,
+                              pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                              generator=generator)
+    val_loader = DataLoader(val_set, batch_size=hp.validation_mini_batch_size, num_workers=workers,
+                            collate_fn=_collate_list)
+    return train_loader, val_loader, sampler
+
+
+def _device(name: str) -> torch.device:
+    if 'LOCAL_RANK' in os.environ and torch.cuda.is_available():
+        return torch.device('cuda', int(os.environ['LOCAL_RANK']))
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    return torch.device(name)
+
+
+def _build(config: RunConfig, num_classes: int) -> nn.Module:
+    hp = config.hp
+    starts_from_checkpoint = config.resume is not None or config.init_checkpoint is not None
+    try:
+        return build_model(algorithm=hp.algorithm, backbone=hp.backbone, num_classes=num_classes,
+                           use_pretrained_model=hp.use_pretrained_model and not starts_from_checkpoint,
+                           backbone_weights=None if starts_from_checkpoint else hp.backbone_weights,
+                           output_stride=hp.output_stride, aux_loss=hp.aux_loss)
+    except (OSError, RuntimeError) as err:  # torchvision's download fails with URLError (an OSError)
+        msg = (f'could not load the ImageNet weights of {hp.backbone} ({err}); put them in torch\'s '
+               'cache, pass --backbone-weights PATH, or --use_pretrained_model false')
+        raise ValueError(msg) from None
+
+
+def _check_compatible(hp: Hyperparameters, saved: dict, path: Path) -> None:
+    # SageMaker: backbone, algorithm and num_classes define the network and must match.
+    mismatched = [f'{k}: {saved.get(k)!r} there, {getattr(hp, k)!r} here'
+                  for k in ('algorithm', 'backbone', 'num_classes', 'output_stride')
+                  if saved.get(k) != getattr(hp, k)]
+    if mismatched:
+        msg = f'checkpoint {path} was trained with a different network: {"; ".join(mismatched)}'
+        raise ValueError(msg)
+
+
+def checkpoint_payload(model: nn.Module, hp: Hyperparameters, classes: ClassTable, *, fmt: str,
+                       epoch: int, metrics: dict) -> dict:
+    """Everything export and evaluation need, in plain types (safe to load with weights_only)."""
+    base = model.module if hasattr(model, 'module') else model
+    return {'model': base.state_dict(), 'epoch': epoch, 'hyperparameters': as_dict(hp), 'format': fmt,
+            'classes': list(classes.names), 'palette': [list(c) for c in classes.palette],
+            'mean': list(IMAGENET_MEAN), 'std': list(IMAGENET_STD), 'metrics': metrics}
+
+
+def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Run training; return the best epoch's record (metrics and checkpoint path)."""
+    hp = config.hp
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    device = _device(config.device)
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)
+    if hp.threads:
+        torch.set_num_threads(hp.threads)
+    torch.manual_seed(hp.seed + _rank())
+    if config.format != 'sagemaker' and hp.num_classes is None:
+        hp.num_classes = len(class_table(config.format, None).names)
+    classes = class_table(config.format, hp.num_classes)
+    if hp.num_classes != len(classes.names):
+        msg = f'num_classes {hp.num_classes} does not match the {config.format} layout ({len(classes.names)})'
+        raise ValueError(msg)
+    train_loader, val_loader, sampler = _loaders(config, classes, world)
+    model = _build(config, hp.num_classes)
+    if config.init_checkpoint is not None:
+        saved = load_checkpoint(config.init_checkpoint)
+        _check_compatible(hp, saved.get('hyperparameters', {}), config.init_checkpoint)
+        model.load_state_dict(saved['model'], strict=False)
+    if hp.syncbn and world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if world > 1:
+        ids = [device.index] if device.type == 'cuda' else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    amp = hp.amp == 'true' or (hp.amp == 'auto' and device.type == 'cuda')
+    scaler = torch.amp.GradScaler('cuda') if amp and device.type == 'cuda' else None
+    steps = min(len(train_loader), hp.max_iterations) if hp.max_iterations else len(train_loader)
+    optimizer = make_optimizer(hp, model)
+    scheduler = make_scheduler(hp, optimizer, steps)
+    start, best, stale = 0, {'validation:mIOU': -1.0}, 0
+    if config.resume is not None:
+        saved = load_checkpoint(config.resume)
+        _check_compatible(hp, saved['hyperparameters'], config.resume)
+        (model.module if world > 1 else model).load_state_dict(saved['model'])
+        optimizer.load_state_dict(saved['optimizer'])
+        scheduler.load_state_dict(saved['lr_scheduler'])
+        start, best, stale = saved['epoch'] + 1, saved['best'], saved['stale_epochs']
+    config.output.mkdir(parents=True, exist_ok=True)
+    log_path = config.output / 'metrics.jsonl'
+    for epoch in range(start, hp.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        loss = train_one_epoch(model, optimizer, scheduler, train_loader, device, epoch=epoch, amp=amp,
+                               scaler=scaler, max_iterations=hp.max_iterations)
+        matrix = evaluate(model, val_loader, device, hp.num_classes, amp=amp)
+        scores = matrix.compute()
+        record = {'epoch': epoch, 'train:loss': loss, **scores.as_dict(),
+                  'validation:iou': dict(zip(classes.names, scores.iou, strict=True)),
+                  'learning_rate': optimizer.param_groups[0]['lr'], 'seconds': time.perf_counter() - t0}
+        improved = scores.mean_iou > best['validation:mIOU'] * (1 + hp.early_stopping_tolerance)
+        stale = 0 if improved else stale + 1
+        if improved:
+            best = {k: v for k, v in record.items() if k != 'validation:iou'}
+        if _rank() == 0:
+            with log_path.open('a') as log:
+                log.write(json.dumps(record, allow_nan=True) + '\n')
+            payload = checkpoint_payload(model, hp, classes, fmt=config.format, epoch=epoch,
+                                         metrics={k: v for k, v in record.items()})
+            if improved:
+                torch.save(payload, config.output / 'model_best.pt')
+            torch.save(payload | {'optimizer': optimizer.state_dict(), 'lr_scheduler': scheduler.state_dict(),
+                                  'best': best, 'stale_epochs': stale}, config.output / 'checkpoint.pt')
+        _log(f'epoch {epoch}: train:loss={loss:.4f} validation:mIOU={scores.mean_iou:.4f} '
+             f'validation:pixel_accuracy={scores.pixel_accuracy:.4f} ({record["seconds"]:.0f} s)')
+        if on_epoch is not None:
+            on_epoch(record)
+        if (hp.early_stopping and epoch + 1 >= hp.early_stopping_min_epochs
+                and stale >= hp.early_stopping_patience):
+            _log(f'early stopping: no mIOU improvement for {stale} epochs')
+            break
+    return best | {'checkpoint': str(config.output / 'model_best.pt')}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point of ``seg_train``."""
+    try:
+        config = parse_args(argv)
+        best = train(config)
+    except ValueError as err:  # DatasetError is a ValueError: one sentence naming the file
+        print(f'seg_train: error: {err}', file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    _log(f'best epoch {best["epoch"]}: validation:mIOU={best["validation:mIOU"]:.4f} '
+         f'validation:pixel_accuracy={best["validation:pixel_accuracy"]:.4f} -> {best["checkpoint"]}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
