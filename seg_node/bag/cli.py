@@ -1,0 +1,160 @@
+"""``seg_bag``: the command line of the bag tools (synth, play, label, eval, video).
+
+Every expected failure (missing or corrupt bag, unknown topic, unsupported type, an output
+that exists) is one sentence on stderr and exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from seg_node.bag.bagio import STORAGES, BagError
+from seg_node.bag.evaluate import evaluate_bag, format_report
+from seg_node.bag.label import LabelOptions, label_bag
+from seg_node.bag.play import PlayOptions, parse_remap, play_bag
+from seg_node.bag.synth import SynthOptions, write_drive
+from seg_node.bag.video import VideoOptions, write_video
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _synth(args: argparse.Namespace) -> None:
+    options = SynthOptions(cameras=args.cameras, frames=args.frames, width=args.width, height=args.height,
+                           compressed=args.compressed, compressed_format=args.compressed_format,
+                           seed=args.seed, scene=args.scene, storage=args.storage)
+    counts = write_drive(args.out_bag, options, force=args.force)
+    print(f'wrote {args.out_bag}: {sum(counts.values())} messages on {len(counts)} topics')
+    for topic, count in counts.items():
+        print(f'  {topic}: {count}')
+
+
+def _play(args: argparse.Namespace) -> None:
+    options = PlayOptions(rate=args.rate, loop=args.loop, start_offset=args.start_offset,
+                          remap=dict(parse_remap(r) for r in args.remap), topics=tuple(args.play_topics),
+                          ground_truth=args.ground_truth, clock=args.clock, wait_for=tuple(args.wait_for),
+                          wait_timeout=args.wait_timeout, record=args.record,
+                          record_topics=tuple(args.topics),
+                          drain=args.drain, force=args.force, storage=args.storage)
+    result = play_bag(args.bag, options)
+    print(f'played {sum(result.published.values())} messages in {result.wall_s:.1f} s '
+          f'(p99 {result.behind_ms_p99:.1f} ms behind schedule)')
+    for topic, count in result.recorded.items():
+        print(f'  recorded {topic}: {count}')
+
+
+def _label(args: argparse.Namespace) -> None:
+    outputs = ('mask', 'color_mask', 'overlay') + (('confidence',) if args.confidence else ())
+    options = LabelOptions(topics=tuple(args.topics), outputs=outputs, overlay_alpha=args.overlay_alpha,
+                           batch=args.batch, providers=tuple(args.providers), force=args.force,
+                           storage=args.storage)
+    result = label_bag(args.in_bag, args.out_bag, args.model, options)
+    print(f'labelled {sum(result.frames.values())} frames on {result.provider} into {args.out_bag}')
+    for topic, count in result.frames.items():
+        print(f'  {topic}: {count}')
+
+
+def _eval(args: argparse.Namespace) -> None:
+    print(format_report(evaluate_bag(args.bag, truth_bag=args.truth)))
+
+
+def _video(args: argparse.Namespace) -> None:
+    options = VideoOptions(layout=args.layout, cameras=tuple(args.cameras), fps=args.fps, sheet=args.sheet,
+                           force=args.force)
+    result = write_video(args.bag, args.out, options)
+    print(f'wrote {result.video} ({result.frames} frames at {result.fps:.1f} fps, '
+          f'{result.size[0]}x{result.size[1]}) and {result.sheet}')
+
+
+def _common(parser: argparse.ArgumentParser, *, storage: bool = True) -> None:
+    parser.add_argument('--force', action='store_true', help='overwrite outputs that exist')
+    if storage:
+        parser.add_argument('--storage', choices=sorted(STORAGES), default='sqlite3',
+                            help='rosbag2 storage of written bags (default: %(default)s)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``seg_bag`` argument parser with one sub-command per tool."""
+    parser = argparse.ArgumentParser(prog='seg_bag', description='rosbag2 tools for seg_node.')
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('synth', help='write a synthetic multi-camera drive with ground truth')
+    p.add_argument('out_bag', type=Path)
+    p.add_argument('--cameras', type=int, default=2, help='front, left, right, rear, ... (default 2)')
+    p.add_argument('--frames', type=int, default=90, help='frames per camera at 30 Hz (default 90)')
+    p.add_argument('--width', type=int, default=640)
+    p.add_argument('--height', type=int, default=320)
+    p.add_argument('--compressed', action='store_true', help='also write <image>/compressed')
+    p.add_argument('--compressed-format', choices=('jpeg', 'png'), default='jpeg')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--scene', choices=('drive', 'palette'), default='drive',
+                   help='drive: street scenes; palette: palette-coloured blocks (exact for contract models)')
+    _common(p)
+    p.set_defaults(run=_synth)
+
+    p = sub.add_parser('play', help='publish a bag into the ROS graph with its timing (and record)')
+    p.add_argument('bag', type=Path)
+    p.add_argument('--rate', type=float, default=1.0, help='playback speed factor (default 1)')
+    p.add_argument('--loop', action='store_true')
+    p.add_argument('--start-offset', type=float, default=0.0, help='seconds of the bag to skip')
+    p.add_argument('--remap', action='append', default=[], metavar='FROM:=TO', help='rename a played topic')
+    p.add_argument('--play-topics', nargs='+', default=[], metavar='T',
+                   help='topics to play (default: all but the ground truth)')
+    p.add_argument('--ground-truth', action='store_true', help='also play <camera>/segmentation/ground_truth')
+    p.add_argument('--clock', action='store_true', help='publish /clock with bag time (use_sim_time)')
+    p.add_argument('--wait-for', nargs='+', default=[], metavar='T',
+                   help='topics that need a subscriber before playback starts')
+    p.add_argument('--wait-timeout', type=float, default=30.0)
+    p.add_argument('--record', type=Path, metavar='OUT_BAG', help='record --topics into this bag')
+    p.add_argument('--topics', nargs='+', default=[], metavar='T', help='topics to record')
+    p.add_argument('--drain', type=float, default=2.0, help='seconds to record after the last message')
+    _common(p)
+    p.set_defaults(run=_play)
+
+    p = sub.add_parser('label', help='segment every camera image of a bag offline')
+    p.add_argument('in_bag', type=Path)
+    p.add_argument('out_bag', type=Path)
+    p.add_argument('--model', type=Path, required=True, help='ONNX model that meets the model contract')
+    p.add_argument('--topics', nargs='+', default=[], metavar='T', help='camera topics (default: all)')
+    p.add_argument('--batch', type=int, default=8, help='frames per engine call (default 8)')
+    p.add_argument('--providers', nargs='+', default=['tensorrt', 'cuda', 'cpu'],
+                   help='execution providers in order of preference')
+    p.add_argument('--overlay-alpha', type=float, default=0.5)
+    p.add_argument('--confidence', action='store_true', help='also write segmentation/confidence')
+    _common(p)
+    p.set_defaults(run=_label)
+
+    p = sub.add_parser('eval', help='score mask topics against ground truth; report latency')
+    p.add_argument('bag', type=Path)
+    p.add_argument('--truth', type=Path, help='bag holding the ground truth (default: BAG itself)')
+    p.set_defaults(run=_eval)
+
+    p = sub.add_parser('video', help='render overlays to MP4 and a contact sheet PNG')
+    p.add_argument('bag', type=Path)
+    p.add_argument('out', type=Path, metavar='OUT.mp4')
+    p.add_argument('--layout', choices=('overlay', 'side-by-side'), default='overlay')
+    p.add_argument('--cameras', nargs='+', default=[], metavar='NS', help='cameras, e.g. /cam_front')
+    p.add_argument('--fps', type=float, default=0.0, help='frame rate (default: from the stamps)')
+    p.add_argument('--sheet', type=Path, help='contact sheet PNG (default: OUT_sheet.png)')
+    _common(p, storage=False)
+    p.set_defaults(run=_video)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one ``seg_bag`` command; 0 on success, 2 on a usage or data error, 130 on Ctrl-C."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except BagError as err:
+        print(f'seg_bag {args.command}: error: {err}', file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""``seg_bag eval``: compare a bag's mask topics with ground truth, and measure output latency.
+
+Masks and ground truth are matched by header (stamp, frame_id). Latency is the time from the
+receipt of an input frame to the receipt of its mask, both as logged by the same recorder;
+where a bag holds no input frames it falls back to the mask's header stamp (meaningful only
+for a live camera, whose stamps are capture times).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seg_node import topics
+from seg_node.bag import messages
+from seg_node.bag.bagio import (
+    IMAGE,
+    BagError,
+    camera_image_topics,
+    frame_key,
+    namespace_of,
+    open_bag,
+)
+from seg_node.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.prepost import resize_nearest
+from seg_node.stats import percentile
+from seg_node.training.metrics import ConfusionMatrix, SegmentationMetrics
+
+MASK = '/segmentation/mask'
+TRUTH = f'/segmentation/{topics.GROUND_TRUTH}'
+
+
+@dataclass
+class CameraEval:
+    """One camera's frame accounting and latency."""
+
+    namespace: str
+    truth_frames: int = 0
+    mask_frames: int = 0
+    matched: int = 0
+    missing: list[int] = field(default_factory=list)  # truth stamps without a mask
+    extra: list[int] = field(default_factory=list)  # mask stamps without ground truth
+    duplicates: int = 0  # masks for a frame that already had one
+    latency_ms: list[float] = field(default_factory=list)
+    latency_from: str = ''  # 'input receipt' or 'header stamp'
+
+
+@dataclass
+class EvalReport:
+    """Scores over every matched frame, and per-camera accounting."""
+
+    metrics: SegmentationMetrics
+    classes: tuple[str, ...]
+    cameras: dict[str, CameraEval]
+    confusion: ConfusionMatrix
+
+    def latency(self) -> list[float]:
+        """Every camera's latencies together (ms)."""
+        return [v for cam in self.cameras.values() for v in cam.latency_ms]
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """Class names and colours, from the bag's labels topic or the Cityscapes default."""
+
+    names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+
+
+def class_table(reader: Any) -> ClassTable:
+    """The first JSON labels message in the bag (the node's format), else Cityscapes."""
+    conns = [c for c in reader.connections
+             if c.topic.endswith(f'/segmentation/{topics.LABELS}') and c.msgtype == 'std_msgs/msg/String']
+    for conn, _, raw in reader.messages(connections=conns):
+        try:
+            table = json.loads(reader.deserialize(raw, conn.msgtype).data)['classes']
+            return ClassTable(tuple(c['name'] for c in table), tuple(tuple(c['color']) for c in table))
+        except (ValueError, KeyError, TypeError):
+            continue  # not the node's table: fall back
+    return ClassTable(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
+
+
+def _topics_ending(reader: Any, suffix: str) -> list:
+    return [c for c in reader.connections if c.topic.endswith(suffix) and c.msgtype == IMAGE]
+
+
+def _read_truth(reader: Any) -> dict[str, dict[tuple[int, str], np.ndarray]]:
+    truth: dict[str, dict[tuple[int, str], np.ndarray]] = {}
+    for conn, _, raw in reader.messages(connections=_topics_ending(reader, TRUTH)):
+        msg = reader.deserialize(raw, conn.msgtype)
+        frames = truth.setdefault(namespace_of(conn.topic), {})
+        frames[frame_key(msg.header)] = messages.mask_array(msg).copy()
+    return truth
+
+
+def evaluate_bag(bag: str | Path, *, truth_bag: str | Path | None = None) -> EvalReport:
+    """Score the masks of ``bag`` against the ground truth in ``truth_bag`` (default: ``bag``)."""
+    with open_bag(truth_bag or bag) as reader:
+        truth = _read_truth(reader)
+    if not truth:
+        msg = f'bag {str(truth_bag or bag)!r} has no ground-truth topic (<camera>{TRUTH})'
+        raise BagError(msg)
+    with open_bag(bag) as reader:
+        masks = _topics_ending(reader, MASK)
+        if not masks:
+            msg = f'bag {str(bag)!r} has no mask topic (<camera>{MASK}); record or label one first'
+            raise BagError(msg)
+        table = class_table(reader)
+        inputs = {namespace_of(t): t for t in camera_image_topics(reader)}
+        received = _input_receipts(reader, inputs.values())
+        confusion = ConfusionMatrix(len(table.names))
+        cameras = {ns: CameraEval(ns, truth_frames=len(frames)) for ns, frames in truth.items()}
+        seen: set[tuple[str, tuple[int, str]]] = set()
+        for conn, logged, raw in reader.messages(connections=masks):
+            ns = namespace_of(conn.topic)
+            camera = cameras.setdefault(ns, CameraEval(ns))
+            msg = reader.deserialize(raw, conn.msgtype)
+            key = frame_key(msg.header)
+            camera.mask_frames += 1
+            if (ns, key) in seen:
+                camera.duplicates += 1
+                continue
+            seen.add((ns, key))
+            _add_latency(camera, received.get((inputs.get(ns), key)), logged, key[0])
+            label = truth.get(ns, {}).get(key)
+            if label is None:
+                camera.extra.append(key[0])
+                continue
+            camera.matched += 1
+            mask = resize_nearest(messages.mask_array(msg), label.shape[:2])
+            try:
+                confusion.update(label, mask)
+            except ValueError as err:
+                text = f'{conn.topic} does not fit the {len(table.names)}-class table: {err}'
+                raise BagError(text) from None
+    for ns, frames in truth.items():
+        cameras[ns].missing = sorted(stamp for stamp, frame in frames if (ns, (stamp, frame)) not in seen)
+    return EvalReport(confusion.compute(), table.names, cameras, confusion)
+
+
+def _input_receipts(reader: Any, image_topics: Iterable[str]) -> dict[tuple[str, tuple[int, str]], int]:
+    conns = [c for c in reader.connections if c.topic in set(image_topics)]
+    receipts = {}
+    for conn, logged, raw in reader.messages(connections=conns):
+        receipts[conn.topic, frame_key(reader.deserialize(raw, conn.msgtype).header)] = logged
+    return receipts
+
+
+def _add_latency(camera: CameraEval, input_logged: int | None, mask_logged: int, stamp: int) -> None:
+    if input_logged is not None:
+        camera.latency_from = 'input receipt'
+        camera.latency_ms.append((mask_logged - input_logged) / 1e6)
+    elif camera.latency_from != 'input receipt':
+        camera.latency_from = 'header stamp'
+        camera.latency_ms.append((mask_logged - stamp) / 1e6)
+
+
+def format_report(report: EvalReport) -> str:
+    """The report as text: scores, per-class IoU, per-camera frames and latency."""
+    m = report.metrics
+    lines = [f'mIoU {m.mean_iou:.4f}   pixel accuracy {m.pixel_accuracy:.4f}   ({m.pixels} pixels)', '',
+             report.confusion.table(list(report.classes)), '']
+    for cam in report.cameras.values():
+        line = (f'{cam.namespace}: {cam.truth_frames} ground-truth frames, {cam.mask_frames} masks, '
+                f'{cam.matched} matched, {len(cam.missing)} missing, {len(cam.extra)} extra')
+        if cam.duplicates:
+            line += f', {cam.duplicates} duplicate'
+        if cam.latency_ms:
+            line += (f'; latency p50 {percentile(cam.latency_ms, 50):.1f} ms, '
+                     f'p99 {percentile(cam.latency_ms, 99):.1f} ms (from {cam.latency_from})')
+        lines.append(line)
+    return '\n'.join(lines)

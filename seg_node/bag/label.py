@@ -1,0 +1,150 @@
+"""``seg_bag label``: segment every camera image of a bag offline and write the outputs to a new bag.
+
+No DDS: frames go through the engine in batches and through ``render_outputs``, the node's own
+rendering, so an offline label equals what the live node publishes for the same frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rclpy.serialization import serialize_message
+from tqdm import tqdm
+
+from seg_node import topics
+from seg_node.bag import messages
+from seg_node.bag.bagio import (
+    IMAGE_TYPES,
+    TYPESTORE,
+    BagError,
+    BagWriter,
+    camera_image_topics,
+    connections_for,
+    open_bag,
+)
+from seg_node.camera_io import labels_message
+from seg_node.conversion import ImageConversionError, message_to_rgb
+from seg_node.engine import DEFAULT_PROVIDERS, EngineConfig, EngineError, SegmentationEngine
+from seg_node.prepost import palette_lut, render_outputs
+
+DEFAULT_OUTPUTS = ('mask', 'color_mask', 'overlay')
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """Which cameras, which outputs, and how the engine runs."""
+
+    topics: tuple[str, ...] = ()  # camera image topics; empty: every camera image topic
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS
+    overlay_alpha: float = 0.5  # the node's default
+    batch: int = 8
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    force: bool = False
+    storage: str = 'sqlite3'
+
+
+@dataclass
+class _Pending:
+    topic: str
+    header: Any
+    timestamp: int
+    rgb: Any
+
+
+@dataclass
+class LabelResult:
+    """Frames labelled per camera topic, and the provider that ran."""
+
+    frames: dict[str, int] = field(default_factory=dict)
+    provider: str = ''
+
+
+def _engine(model: str | Path, providers: Sequence[str]) -> SegmentationEngine:
+    try:
+        return SegmentationEngine(model, EngineConfig(providers=tuple(providers)))
+    except EngineError as err:
+        raise BagError(str(err)) from None
+
+
+def label_bag(in_bag: str | Path, out_bag: str | Path, model: str | Path,
+              options: LabelOptions) -> LabelResult:
+    """Copy ``in_bag`` to ``out_bag`` with segmentation outputs for every camera frame."""
+    unknown = sorted(set(options.outputs) - set(topics.OUTPUTS))
+    if unknown or options.batch < 1:
+        msg = (f'unknown output {unknown[0]!r}; choose from {", ".join(topics.OUTPUTS)}' if unknown
+               else f'--batch must be at least 1, got {options.batch}')
+        raise BagError(msg)
+    with open_bag(in_bag) as reader:
+        cameras = list(options.topics) or camera_image_topics(reader)
+        for topic in cameras:
+            connections_for(reader, topic, IMAGE_TYPES)
+        if not cameras:
+            msg = f'bag {str(in_bag)!r} has no sensor_msgs/Image or CompressedImage topic to label'
+            raise BagError(msg)
+        engine = _engine(model, options.providers)
+        produced = {topics.segmentation_topic(c, name) for c in cameras for name in options.outputs}
+        labeller = _Labeller(engine, set(options.outputs), options.overlay_alpha)
+        result = LabelResult(dict.fromkeys(cameras, 0), engine.provider)
+        with BagWriter(out_bag, force=options.force, storage=options.storage) as out:
+            _write_labels(out, engine, str(model), cameras, reader.start_time)
+            batch: list[_Pending] = []
+            total = sum(c.msgcount for c in reader.connections)
+            for conn, timestamp, raw in tqdm(reader.messages(), total=total, desc='label', unit='msg',
+                                             disable=None):
+                if conn.topic in produced or conn.topic.endswith(f'/segmentation/{topics.LABELS}'):
+                    continue  # replaced by this run's outputs
+                out.write_raw(conn.topic, conn.msgtype, raw, timestamp, typestore=reader.typestore)
+                if conn.topic not in result.frames:
+                    continue
+                msg = reader.deserialize(raw, conn.msgtype)
+                try:
+                    rgb = message_to_rgb(msg)
+                except ImageConversionError as err:
+                    text = f'{conn.topic} at {timestamp} ns cannot be labelled: {err}'
+                    raise BagError(text) from None
+                batch.append(_Pending(conn.topic, msg.header, timestamp, rgb))
+                if len(batch) >= options.batch:
+                    labeller.write(batch, out, result)
+                    batch = []
+            labeller.write(batch, out, result)
+        return result
+
+
+def _write_labels(out: BagWriter, engine: SegmentationEngine, model: str, cameras: Sequence[str],
+                  timestamp: int) -> None:
+    # The node's own class table message, serialized by rclpy (no DDS involved), so the
+    # labelled bag carries the same labels topic a live recording does.
+    table = labels_message(engine.spec, model)
+    msgtype = f'{type(table).__module__.split(".")[0]}/msg/{type(table).__name__}'
+    if msgtype not in TYPESTORE.types:
+        return  # e.g. vision_msgs/LabelInfo: rosbags has no definition to write
+    data = serialize_message(table)
+    for camera in cameras:
+        out.write_raw(topics.segmentation_topic(camera, topics.LABELS), msgtype, data, timestamp)
+
+
+class _Labeller:
+    """Runs batches through the engine and writes the rendered outputs."""
+
+    def __init__(self, engine: SegmentationEngine, outputs: set[str], alpha: float) -> None:
+        self.engine, self.outputs, self.alpha = engine, outputs, alpha
+        self.lut = palette_lut(engine.spec.palette)
+
+    def write(self, batch: list[_Pending], out: BagWriter, result: LabelResult) -> None:
+        """Segment ``batch`` and write each frame's outputs with its input's header and log time."""
+        if not batch:
+            return
+        want_confidence = 'confidence' in self.outputs
+        segmentations = self.engine.segment([p.rgb for p in batch], want_confidence=want_confidence)
+        for pending, segmentation in zip(batch, segmentations, strict=True):
+            rendered = render_outputs(pending.rgb, segmentation, self.lut, outputs=self.outputs,
+                                      overlay_alpha=self.alpha)
+            for name, array in (('mask', rendered.class_mask), ('color_mask', rendered.color_mask),
+                                ('overlay', rendered.overlay), ('confidence', rendered.confidence)):
+                if array is not None:
+                    out.write(topics.segmentation_topic(pending.topic, name),
+                              messages.image(pending.header, array), pending.timestamp)
+            result.frames[pending.topic] += 1
