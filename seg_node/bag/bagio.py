@@ -76,8 +76,8 @@ def open_bag(path: str | Path) -> Iterator[AnyReader]:
     if not path.exists():
         msg = f'bag {str(path)!r} does not exist'
         raise BagError(msg)
-    reader = AnyReader([path], default_typestore=TYPESTORE)
     try:
+        reader = AnyReader([path], default_typestore=TYPESTORE)
         reader.open()
     except (AnyReaderError, ReaderError, sqlite3.Error, OSError, ValueError, KeyError) as err:
         msg = f'{str(path)!r} is not a readable rosbag2 ({_reason(err)})'

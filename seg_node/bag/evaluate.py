@@ -89,12 +89,21 @@ def _topics_ending(reader: Any, suffix: str) -> list:
     return [c for c in reader.connections if c.topic.endswith(suffix) and c.msgtype == IMAGE]
 
 
+def mask_of(topic: str, msg: Any) -> np.ndarray:
+    """The class ids of a mask message, or BagError naming the topic when it is not mono8."""
+    try:
+        return messages.mask_array(msg)
+    except ValueError as err:
+        text = f'{topic}: {err}'
+        raise BagError(text) from None
+
+
 def _read_truth(reader: Any) -> dict[str, dict[tuple[int, str], np.ndarray]]:
     truth: dict[str, dict[tuple[int, str], np.ndarray]] = {}
     for conn, _, raw in reader.messages(connections=_topics_ending(reader, TRUTH)):
         msg = reader.deserialize(raw, conn.msgtype)
         frames = truth.setdefault(namespace_of(conn.topic), {})
-        frames[frame_key(msg.header)] = messages.mask_array(msg).copy()
+        frames[frame_key(msg.header)] = mask_of(conn.topic, msg).copy()
     return truth
 
 
@@ -132,7 +141,7 @@ def evaluate_bag(bag: str | Path, *, truth_bag: str | Path | None = None) -> Eva
                 camera.extra.append(key[0])
                 continue
             camera.matched += 1
-            mask = resize_nearest(messages.mask_array(msg), label.shape[:2])
+            mask = resize_nearest(mask_of(conn.topic, msg), label.shape[:2])
             try:
                 confusion.update(label, mask)
             except ValueError as err:

@@ -16,10 +16,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from seg_node.bag import messages
 from seg_node.bag.bagio import BagError, camera_image_topics, frame_key, namespace_of, open_bag, prepare_file
-from seg_node.bag.evaluate import ClassTable, class_table
-from seg_node.conversion import message_to_rgb
+from seg_node.bag.evaluate import ClassTable, class_table, mask_of
+from seg_node.conversion import ImageConversionError, message_to_rgb
 
 LAYOUTS = ('overlay', 'side-by-side')
 FOURCC = 'mp4v'  # the MPEG-4 encoder every opencv-python wheel ships; H.264 needs a system ffmpeg
@@ -97,7 +96,7 @@ def _timeline(reader: Any, cameras: list[str], plan: dict,
     for conn, _, raw in reader.messages(connections=conns):
         msg = reader.deserialize(raw, conn.msgtype)
         if conn.topic in mask_topics:
-            present[np.bincount(messages.mask_array(msg).ravel(), minlength=256) > 0] = True
+            present[np.bincount(mask_of(conn.topic, msg).ravel(), minlength=256) > 0] = True
         if conn.topic in part_of:
             ns, part = part_of[conn.topic]
             parts.setdefault((ns, frame_key(msg.header)), set()).add(part)
@@ -253,7 +252,11 @@ def _stream(reader: Any, cameras: list[str], plan: dict, *, slots: dict, expecte
             k = slots.get((ns, frame_key(msg.header)))
             if k is None or k < emitted:
                 continue  # arrived after its composite was drawn (recorded out of order)
-            pending.setdefault(k, {})[ns, part] = message_to_rgb(msg).copy()
+            try:
+                pending.setdefault(k, {})[ns, part] = message_to_rgb(msg).copy()
+            except ImageConversionError as err:
+                text = f'{conn.topic}: {err}'
+                raise BagError(text) from None
             emit_ready(final=False)
         emit_ready(final=True)
     finally:
