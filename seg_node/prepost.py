@@ -98,13 +98,17 @@ def render_outputs(image: np.ndarray, result: Segmentation, lut: np.ndarray, *,
         # Colour at model resolution, then upsample: nearest resizing commutes with the lookup,
         # and the lookup touches (input / model)^2 times fewer pixels.
         small = colorize(model_mask, lut)
+        full = None
         if 'color_mask' in outputs:
-            color = resize_nearest(small, mask_size, dst=buffer('color_mask', (*mask_size, 3)))
-            rendered.color_mask = color
+            rendered.color_mask = resize_nearest(small, mask_size, dst=buffer('color_mask', (*mask_size, 3)))
+            if mask_size == image_size:
+                full = rendered.color_mask
         if 'overlay' in outputs:
-            full = small if small.shape[:2] == image_size else resize_nearest(small, image_size)
-            rendered.overlay = blend(image, full, overlay_alpha,
-                                     dst=buffer('overlay', (*image_size, 3)))
+            overlay = buffer('overlay', (*image_size, 3))
+            if full is None:
+                # Upsample straight into the overlay buffer and blend in place: no temporary.
+                full = resize_nearest(small, image_size, dst=overlay)
+            rendered.overlay = blend(image, full, overlay_alpha, dst=overlay)
     if 'confidence' in outputs and result.confidence is not None:
         rendered.confidence = cv2.resize(result.confidence, (mask_size[1], mask_size[0]),
                                          dst=buffer('confidence', mask_size),

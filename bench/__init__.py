@@ -1,0 +1,1 @@
+"""Benchmarks of seg_node through real DDS (make bench)."""

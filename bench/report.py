@@ -1,0 +1,77 @@
+"""Turn bench results into BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return 'n/a' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.{digits}f}'
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    if not ours or not theirs or math.isnan(ours) or math.isnan(theirs):
+        return 'n/a'
+    return f'{theirs / ours:.1f}x'
+
+
+def write_report(results: dict, path: Path) -> None:
+    """Write the markdown tables of a bench run."""
+    m = results['machine']
+    lines = [
+        '# Benchmarks',
+        '',
+        f'Measured by `{results["command"]}` on {m["cpu"]} ({m["cores"]} cores, no GPU), {m["date"]}; '
+        f'Python {m["python"]}, ONNX Runtime {m["onnxruntime"]}, ROS 2 Kilted wheels, {m["rmw"]}, '
+        'through real DDS on loopback (Fast DDS profile `config/fastdds_localhost.xml`). Frames are '
+        '1920x1080; the model is the tiny contract model (nearest palette colour, input 960x540, output '
+        'stride 8), so the figures isolate everything that is not the network. Latency is output receipt '
+        'minus the input stamp (set at send time). "x baseline" compares with `bench/baseline_node.py` '
+        'measured in the same run. The machine is shared and noisy: compare ratios, not absolutes.',
+        '',
+        '| case | node | delivered | output Hz | latency p50 / p90 / p99 / max ms | node CPU % | RSS MB '
+        '| p50 vs baseline |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
+    by_key = {(r['impl'], r['name']): r for r in results['cases']}
+    for r in results['cases']:
+        lat = r['latency_ms']
+        base = by_key.get(('baseline', r['name']))
+        ratio = _ratio(lat['p50'], base['latency_ms']['p50']) if r['impl'] == 'seg_node' and base else ''
+        lines.append(
+            f'| {r["name"]} | {r["impl"]} | {r["delivered_fraction"]:.1%} | {_fmt(r["output_rate_hz"])} | '
+            f'{_fmt(lat["p50"])} / {_fmt(lat["p90"])} / {_fmt(lat["p99"])} / {_fmt(lat["max"])} | '
+            f'{_fmt(r["node_cpu_percent"], 0)} | {_fmt(r["node_rss_mb"], 0)} | {ratio} |')
+    stages = [r for r in results['cases'] if r['impl'] == 'seg_node' and r['stages_ms']]
+    if stages:
+        lines += ['', '## Where the time goes (seg_node, median ms per frame, from /diagnostics)', '',
+                  '| case | convert | preprocess | inference | render | publish | all but inference |',
+                  '|---|---|---|---|---|---|---|']
+        for r in stages:
+            s = r['stages_ms']
+            get = {k.removesuffix('_ms_p50'): v for k, v in s.items()}
+            outside = sum(v for k, v in get.items() if k != 'inference')
+            lines.append(f'| {r["name"]} | ' + ' | '.join(_fmt(get.get(k, float('nan')), 2) for k in
+                         ('convert', 'preprocess', 'inference', 'render', 'publish')) + f' | {_fmt(outside, 2)} |')
+    if results.get('overload'):
+        lines += ['', '## Overload: input faster than the node', '',
+                  'Latency p50 (ms) in each second of the run, '
+                  f'{results["overload"][0]["name"]}:', '',
+                  '| second | ' + ' | '.join(r['impl'] for r in results['overload']) + ' |',
+                  '|---|' + '---|' * len(results['overload'])]
+        series = [r['latency_p50_per_second_ms'] for r in results['overload']]
+        for second in range(max(len(s) for s in series)):
+            lines.append(f'| {second} | ' + ' | '.join(_fmt(s[second]) if second < len(s) else '' for s in series)
+                         + ' |')
+    if results.get('peak'):
+        tried = ', '.join(f"{r['case']['rate_hz']:g} Hz -> {r['delivered_fraction']:.0%}"
+                          for r in results['peak']['runs'])
+        lines += ['', f"Peak rate, 1 camera rgb8, <= 5 % frames lost: **{results['peak']['rate_hz']:.0f} Hz** "
+                  f'(rates tried: {tried}).']
+    for extra in results.get('sections', []):
+        lines += ['', extra]
+    lines += ['', '## GPU', '',
+              'No GPU was available to the session that produced this file, so no GPU figures are given '
+              '(none are estimated). The TensorRT / CUDA paths are described in the README.', '']
+    path.write_text('\n'.join(lines))

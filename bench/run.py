@@ -1,0 +1,273 @@
+"""Run the benchmark matrix through real DDS and write bench results JSON and BENCHMARKS.md.
+
+Each case starts the node under test (seg_node or the baseline) as its own process, a monitor
+process that receives its outputs, and a playback process that publishes pre-loaded 1080p frames
+at a fixed rate stamped at send time. Latency is output receipt time minus that stamp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from bench.common import camera_topic, output_topic
+from seg_node.contract_models import palette_classifier
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / 'out' / 'bench'
+TICKS = os.sysconf('SC_CLK_TCK')
+
+
+@dataclass(frozen=True)
+class Case:
+    """One load: how many cameras, how fast, which encoding."""
+
+    cameras: int
+    rate_hz: float
+    compressed: bool = False
+    seconds: float = 6.0
+
+    @property
+    def name(self) -> str:
+        """Short label for tables."""
+        return f'{self.cameras} cam {"jpeg" if self.compressed else "rgb8"} {self.rate_hz:g} Hz'
+
+
+class Process:
+    """A child process whose output is collected in the background."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=env, cwd=REPO)
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def result(self, timeout: float) -> dict:
+        """The JSON of the process's RESULT line (waits for it to exit)."""
+        self.proc.wait(timeout)
+        self._thread.join(2)
+        for line in self.lines:
+            if line.startswith('RESULT '):
+                return json.loads(line[7:])
+        raise RuntimeError('no result from ' + ' '.join(self.proc.args) + '\n' + '\n'.join(self.lines[-20:]))
+
+    def wait_for_line(self, needle: str, timeout: float) -> None:
+        """Wait until the process prints ``needle``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(needle in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f'{self.proc.args[2]} not ready:\n' + '\n'.join(self.lines[-20:]))
+
+    def stop(self) -> None:
+        """SIGINT, then kill if it lingers."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class ProcSampler:
+    """Samples a process's CPU time and RSS from /proc twice a second."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.samples = pid, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                stat = Path(f'/proc/{self.pid}/stat').read_text().rsplit(')', 1)[1].split()
+                status = Path(f'/proc/{self.pid}/status').read_text()
+            except OSError:
+                return
+            cpu_s = (int(stat[11]) + int(stat[12])) / TICKS
+            rss_mb = int(re.search(r'VmRSS:\s+(\d+)', status).group(1)) / 1024
+            threads = int(re.search(r'Threads:\s+(\d+)', status).group(1))
+            self.samples.append((time.time(), cpu_s, rss_mb, threads))
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+        self._thread.join(2)
+
+    def cpu_percent(self, start: float, end: float) -> float:
+        """Average CPU % (100 = one core) between two wall-clock times."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return float('nan')
+        return 100 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+def node_command(impl: str, case: Case, model: Path) -> list[str]:
+    """Command line of the node under test."""
+    topics = '[' + ', '.join(camera_topic(i, case.compressed) for i in range(case.cameras)) + ']'
+    if impl == 'baseline':
+        return [sys.executable, '-m', 'bench.baseline_node', '--ros-args', '-p', f'model_path:={model}',
+                '-p', f'image_topics:={topics}']
+    return [sys.executable, '-m', 'seg_node.node', '--ros-args', '-p', f'model_path:={model}',
+            '-p', f'image_topics:={topics}', '-p', 'providers:=[cpu]']
+
+
+def run_case(impl: str, case: Case, model: Path, domain: int) -> dict:
+    """Run one case and summarize what the monitor saw."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1')
+    node = Process(node_command(impl, case, model), env)
+    processes = [node]
+    try:
+        node.wait_for_line('segmenting', 60)
+        sampler = ProcSampler(node.proc.pid)
+        monitor = Process([sys.executable, '-m', 'bench.monitor', '--cameras', str(case.cameras),
+                           '--seconds', str(case.seconds + 9)], env)
+        playback = Process([sys.executable, '-m', 'bench.playback', '--cameras', str(case.cameras),
+                            '--rate', str(case.rate_hz), '--seconds', str(case.seconds)]
+                           + (['--compressed'] if case.compressed else []), env)
+        processes += [monitor, playback]
+        sent = playback.result(case.seconds + 60)
+        seen = monitor.result(case.seconds + 60)
+        sampler.stop()
+    finally:
+        for process in processes:
+            process.stop()
+    return summarize(impl, case, sent, seen, sampler)
+
+
+def summarize(impl: str, case: Case, sent: dict, seen: dict, sampler: ProcSampler) -> dict:
+    """Delivery, latency percentiles, CPU and memory of one run."""
+    latencies, delivered, timeline = [], [], []
+    for cam in range(case.cameras):
+        masks = seen['received'].get(output_topic(cam, 'mask'), {})
+        delivered.append(len(masks))
+        for stamp, receipt in masks.items():
+            latencies.append((receipt - float(stamp)) * 1e3)
+            timeline.append((float(stamp), (receipt - float(stamp)) * 1e3))
+    expected = sent['sent_per_camera'] * case.cameras
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    stamps = [t for t, _ in timeline]
+    window = (min(stamps), max(stamps)) if stamps else (0, 0)
+    timeline.sort()
+    per_second = {}
+    for stamp, latency in timeline:
+        per_second.setdefault(int(stamp - window[0]), []).append(latency)
+    return {
+        'impl': impl, 'case': asdict(case), 'name': case.name,
+        'frames_sent': expected, 'frames_delivered': sum(delivered),
+        'delivered_fraction': sum(delivered) / expected if expected else float('nan'),
+        'output_rate_hz': sum(delivered) / sent['send_seconds'],
+        'latency_ms': {q: float(np.percentile(lat, p)) for q, p in
+                       (('p50', 50), ('p90', 90), ('p99', 99), ('max', 100))},
+        'latency_p50_per_second_ms': [float(np.median(v)) for _, v in sorted(per_second.items())],
+        'node_cpu_percent': sampler.cpu_percent(*window),
+        'node_rss_mb': max((s[2] for s in sampler.samples), default=float('nan')),
+        'node_threads': max((s[3] for s in sampler.samples), default=0),
+        'stages_ms': seen.get('stages_ms', {}),
+    }
+
+
+def peak_rate(model: Path, domain: int, cameras: int = 1) -> tuple[float, list[dict]]:
+    """Highest rate (Hz per camera) with at most 5 % of frames lost: double, then bisect."""
+    runs, good, bad = [], 0.0, None
+    rate = 30.0
+    for _ in range(5):
+        result = run_case('seg_node', Case(cameras, rate, seconds=4.0), model, domain)
+        runs.append(result)
+        domain += 1
+        if result['delivered_fraction'] >= 0.95:
+            good = rate
+            rate = rate * 2 if bad is None else (rate + bad) / 2
+        else:
+            bad = rate
+            rate = (good + rate) / 2
+    return good, runs
+
+
+def tiny_model(path: Path) -> Path:
+    """The contract model of the targets: input half the camera size, output stride 8 like a D8 ResNet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(palette_classifier(input_size=(540, 960), downsample=8), path)
+    return path
+
+
+def machine() -> dict:
+    """Where the figures were measured."""
+    import onnxruntime
+    import rclpy
+
+    cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
+                if line.startswith('model name')), platform.processor())
+    return {'cpu': cpu, 'cores': os.cpu_count(), 'python': platform.python_version(),
+            'onnxruntime': onnxruntime.__version__, 'rclpy': getattr(rclpy, '__version__', 'kilted wheels'),
+            'rmw': os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp'),
+            'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
+
+
+MATRIX = [
+    Case(2, 30.0),  # the headline target
+    Case(1, 10.0), Case(1, 30.0), Case(1, 60.0),
+    Case(4, 30.0),
+    Case(1, 30.0, compressed=True), Case(2, 30.0, compressed=True),
+]
+OVERLOAD = Case(2, 60.0, seconds=8.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--quick', action='store_true', help='only the headline case')
+    parser.add_argument('--output', type=Path, default=OUT)
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    model = tiny_model(args.output / 'tiny_contract_model.onnx')
+    domain = int(os.environ.get('ROS_DOMAIN_ID', '50'))
+    results = {'machine': machine(), 'command': 'make bench', 'cases': [], 'overload': [], 'peak': {}}
+    matrix = MATRIX[:1] if args.quick else MATRIX
+    for case in matrix:
+        for impl in ('seg_node', 'baseline'):
+            domain = domain % 200 + 1
+            result = run_case(impl, case, model, domain)
+            results['cases'].append(result)
+            print(f'{impl:9s} {case.name:22s} delivered {result["delivered_fraction"]:6.1%}  '
+                  f'p50 {result["latency_ms"]["p50"]:7.1f} ms  p99 {result["latency_ms"]["p99"]:7.1f} ms  '
+                  f'cpu {result["node_cpu_percent"]:5.0f} %', flush=True)
+    if not args.quick:
+        for impl in ('seg_node', 'baseline'):
+            domain = domain % 200 + 1
+            results['overload'].append(run_case(impl, OVERLOAD, model, domain))
+        domain = domain % 200 + 1
+        peak, runs = peak_rate(model, domain)
+        results['peak'] = {'cameras': 1, 'rate_hz': peak, 'runs': runs}
+        print(f'peak rate (1 camera, <= 5 % lost): {peak:.0f} Hz', flush=True)
+    (args.output / 'results.json').write_text(json.dumps(results, indent=1))
+    from bench.report import write_report
+
+    write_report(results, REPO / 'BENCHMARKS.md')
+    print(f'wrote {args.output / "results.json"} and BENCHMARKS.md')
+
+
+if __name__ == '__main__':
+    main()
