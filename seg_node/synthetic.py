@@ -9,7 +9,7 @@ projected with a pinhole camera and painted far to near, so labels are exact by 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +19,8 @@ import numpy as np
 from seg_node.training.labels import TRAIN_ID_TO_CAMVID, TRAIN_ID_TO_CITYSCAPES_ID, lookup_table
 
 __all__ = [
-    'CLASSES_PRESENT', 'Drive', 'render_scene', 'write_camvid_dataset', 'write_cityscapes_dataset',
-    'write_sagemaker_dataset',
+    'CLASSES_PRESENT', 'Drive', 'dataset_frame', 'render_scene', 'write_camvid_dataset',
+    'write_cityscapes_dataset', 'write_sagemaker_dataset',
 ]
 
 ROAD, SIDEWALK, BUILDING, POLE, LIGHT, SIGN, VEGETATION, SKY = 0, 1, 2, 5, 6, 7, 8, 10
@@ -30,6 +30,7 @@ CLASSES_PRESENT = (ROAD, SIDEWALK, BUILDING, POLE, LIGHT, SIGN, VEGETATION, SKY,
                    CAR, TRUCK, BUS, BICYCLE)
 
 NEAR, FAR = 0.4, 150.0  # metres in front of the camera that get drawn
+HORIZON = 5000.0  # the ground beyond FAR, so that it meets the horizon within a pixel
 CELL = 30.0  # metres of street generated from one random stream
 # Rig yaws in degrees: front, front-left, front-right, rear, rear-left, rear-right, ...
 RIG_YAWS = (0.0, -55.0, 55.0, 180.0, -125.0, 125.0, -90.0, 90.0)
@@ -113,7 +114,7 @@ class _Canvas:
     def poly(self, world: np.ndarray, colour: object, label: int | None) -> None:
         """Fill a planar world polygon (N,3), clipped to the near plane."""
         pc = _clip_near(self.cam.to_camera(world))
-        if pc is not None and pc[:, 2].min() < FAR:
+        if pc is not None and pc[:, 2].min() < FAR + HORIZON:
             self.fill_px(self.cam.to_pixels(pc), colour, label, float(pc[:, 2].mean()))
 
     def polys(self, world: np.ndarray, colours: np.ndarray, label: int | None) -> None:
@@ -301,6 +302,11 @@ class Drive:
         canvas.poly(_quad_ground(far_l, self.road_l, z_lo, z_hi), self.walk_colour, SIDEWALK)
         canvas.poly(_quad_ground(self.road_r, far_r, z_lo, z_hi), self.walk_colour, SIDEWALK)
         canvas.poly(_quad_ground(self.road_l, self.road_r, z_lo, z_hi), self.road_colour, ROAD)
+        # The street goes on to the horizon beyond the drawn range (hazed as one far strip).
+        for z0, z1 in ((z_hi, z_hi + HORIZON), (z_lo - HORIZON, z_lo)):
+            canvas.poly(_quad_ground(far_l, self.road_l, z0, z1), self.walk_colour, SIDEWALK)
+            canvas.poly(_quad_ground(self.road_r, far_r, z0, z1), self.walk_colour, SIDEWALK)
+            canvas.poly(_quad_ground(self.road_l, self.road_r, z0, z1), self.road_colour, ROAD)
         kerb = self.walk_colour * 1.15
         canvas.poly(_quad_ground(self.road_l - 0.25, self.road_l, z_lo, z_hi), kerb, SIDEWALK)
         canvas.poly(_quad_ground(self.road_r, self.road_r + 0.25, z_lo, z_hi), kerb, SIDEWALK)
@@ -639,11 +645,17 @@ def render_scene(seed: int, *, width: int = 640, height: int = 320,
     return Drive(seed, width=width, height=height, num_cameras=len(RIG_YAWS)).frame(0, camera)
 
 
-def _frames(n: int, seed: int, width: int, height: int, cameras: int) -> object:
-    """Frame i of a dataset: its own drive, at a random time, camera i mod ``cameras``."""
+def dataset_frame(seed: int, index: int, *, width: int, height: int,
+                  cameras: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``index`` of a dataset split: its own drive, a random time, camera index mod ``cameras``."""
+    drive = Drive(seed * 1_000_003 + index, width=width, height=height, num_cameras=cameras)
+    return drive.frame(int(_rng(seed, 6, index).integers(0, 300)), index % cameras)
+
+
+def _frames(n: int, seed: int, width: int, height: int,
+            cameras: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for i in range(n):
-        drive = Drive(seed * 1_000_003 + i, width=width, height=height, num_cameras=cameras)
-        yield drive.frame(int(_rng(seed, 6, i).integers(0, 300)), i % cameras)
+        yield dataset_frame(seed, i, width=width, height=height, cameras=cameras)
 
 
 def _write(path: Path, image: np.ndarray) -> None:
@@ -656,7 +668,10 @@ def _write(path: Path, image: np.ndarray) -> None:
 
 def write_sagemaker_dataset(root: str | Path, *, n_train: int, n_val: int, seed: int = 0, width: int = 320,
                             height: int = 160, cameras: int = 3, image_ext: str = 'jpg') -> Path:
-    """Write SageMaker's layout: train/, train_annotation/, validation/, validation_annotation/."""
+    """Write SageMaker's layout: train/, train_annotation/, validation/, validation_annotation/.
+
+    Split seeds: ``2 * seed`` for training and ``2 * seed + 1`` for validation (``dataset_frame``).
+    """
     root = Path(root)
     for split, n, s in (('train', n_train, seed * 2), ('validation', n_val, seed * 2 + 1)):
         for i, (rgb, label) in enumerate(_frames(n, s, width, height, cameras)):

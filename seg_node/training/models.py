@@ -138,7 +138,10 @@ def build_model(*, algorithm: str = 'fcn', backbone: str = 'resnet-50', num_clas
         raise ValueError(msg)
     factory, imagenet = BACKBONES[backbone]
     weights = imagenet if use_pretrained_model and backbone_weights is None else None
-    resnet = factory(weights=weights, replace_stride_with_dilation=[False, output_stride == 8, True])
+    # From scratch, zero-initialised last BN of each block lets the deep net start shallow and
+    # train much faster (Goyal et al. 2017); pretrained or loaded weights overwrite it anyway.
+    resnet = factory(weights=weights, replace_stride_with_dilation=[False, output_stride == 8, True],
+                     zero_init_residual=weights is None)
     if backbone_weights is not None:
         load_backbone_weights(resnet, backbone_weights)
     layers = {'layer4': 'out', 'layer3': 'aux'} if aux_loss else {'layer4': 'out'}

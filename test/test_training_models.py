@@ -1,0 +1,83 @@
+"""Model builders: all three heads at small size, output stride, PSP pooling, backbone weights."""
+
+import pytest
+import torch
+import torchvision
+
+from seg_node.training.models import PSPHead, build_model, load_backbone_weights
+
+torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize('algorithm', ['fcn', 'psp', 'deeplab'])
+def test_heads_build_and_run(algorithm):
+    torch.manual_seed(0)
+    model = build_model(algorithm=algorithm, num_classes=5, output_stride=16, aux_loss=True).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(2, 3, 48, 96))
+    assert out['out'].shape == (2, 5, 48, 96)
+    assert out['aux'].shape == (2, 5, 48, 96)
+    assert torch.isfinite(out['out']).all()
+
+
+def test_output_stride_sets_feature_resolution():
+    for stride in (8, 16):
+        model = build_model(num_classes=3, output_stride=stride).eval()
+        with torch.inference_mode():
+            features = model.backbone(torch.randn(1, 3, 64, 64))['out']
+        assert features.shape[-2:] == (64 // stride, 64 // stride)
+    with pytest.raises(ValueError, match='output_stride must be 8 or 16'):
+        build_model(num_classes=3, output_stride=32)
+
+
+def test_psp_head_pools_at_bins_1_2_3_6():
+    head = PSPHead(16, 4).eval()
+    pools = [stage[0].output_size for stage in head[0].stages]
+    assert pools == [1, 2, 3, 6]
+    x = torch.zeros(1, 16, 12, 12)
+    x[..., :6, :6] = 1.0  # context differs by quadrant, so the pooled features carry it
+    assert head[0](x).shape == (1, 32, 12, 12)
+    assert head(x).shape == (1, 4, 12, 12)
+
+
+def test_unknown_names():
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        build_model(algorithm='unet', num_classes=3)
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        build_model(backbone='resnet-18', num_classes=3)
+
+
+def test_local_backbone_weights_are_loaded(tmp_path):
+    torch.manual_seed(1)
+    source = torchvision.models.resnet50()
+    path = tmp_path / 'r50.pth'
+    torch.save(source.state_dict(), path)
+    model = build_model(num_classes=3, backbone_weights=path)
+    assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
+    assert torch.equal(model.backbone.layer4[2].bn3.weight, source.layer4[2].bn3.weight)
+
+
+def test_mismatched_weights_list_missing_and_unexpected_keys(tmp_path):
+    state = torchvision.models.resnet50().state_dict()
+    del state['layer1.0.conv1.weight']
+    state['extra.weight'] = torch.zeros(1)
+    path = tmp_path / 'bad.pth'
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"missing keys \['layer1.0.conv1.weight'\] \(1\), "
+                                         r"unexpected keys \['extra.weight'\] \(1\)"):
+        build_model(num_classes=3, backbone_weights=path)
+
+
+def test_weights_of_wrong_shape_and_unsafe_or_broken_files(tmp_path):
+    state = torchvision.models.resnet50().state_dict()
+    state['conv1.weight'] = torch.zeros(64, 3, 3, 3)
+    torch.save(state, tmp_path / 'shape.pth')
+    with pytest.raises(ValueError, match=r'do not fit the backbone.*conv1\.weight'):
+        build_model(num_classes=3, backbone_weights=tmp_path / 'shape.pth')
+    (tmp_path / 'junk.pth').write_bytes(b'junk')
+    with pytest.raises(ValueError, match='cannot read backbone weights'):
+        load_backbone_weights(torchvision.models.resnet50(), tmp_path / 'junk.pth')
+    # weights_only loading refuses arbitrary pickled objects
+    torch.save({'model': object()}, tmp_path / 'pickle.pth')
+    with pytest.raises(ValueError, match='cannot read backbone weights'):
+        load_backbone_weights(torchvision.models.resnet50(), tmp_path / 'pickle.pth')

@@ -1,0 +1,106 @@
+"""seg_train: loss goes down, a short fine-tune beats chance, checkpoints, resume, early stopping."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from seg_node.synthetic import write_sagemaker_dataset
+from seg_node.training.datasets import get_dataset
+from seg_node.training.hyperparameters import Hyperparameters, RunConfig
+from seg_node.training.models import build_model
+from seg_node.training.train import criterion, load_checkpoint, main, make_optimizer, make_scheduler, train
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('sm')
+    return write_sagemaker_dataset(root, n_train=24, n_val=6, width=96, height=48, seed=3)
+
+
+def _hp(**kw):
+    base = {'num_classes': 19, 'use_pretrained_model': False, 'output_stride': 16, 'workers': 0,
+            'mini_batch_size': 8, 'validation_mini_batch_size': 6, 'base_size': 96, 'crop_size': 48,
+            'min_scale': 0.75, 'max_scale': 1.25, 'optimizer': 'adamw', 'learning_rate': 0.002,
+            'head_lr_mult': 1.0, 'epochs': 2, 'max_iterations': 2}
+    hp = Hyperparameters(**(base | kw))
+    hp.validate()
+    return hp
+
+
+def test_a_few_steps_lower_the_loss():
+    torch.manual_seed(0)
+    model = build_model(num_classes=4, output_stride=16)
+    x = torch.randn(4, 3, 32, 32)
+    y = (torch.arange(32)[None, None, :] // 8).expand(4, 32, 32).clone()  # four vertical bands
+    x[:, 0] += y.float()  # the colour tells the band
+    optimizer = make_optimizer(_hp(), model)
+    losses = []
+    for _ in range(12):
+        loss = criterion(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_short_finetune_beats_chance(data, tmp_path):
+    best = train(RunConfig(data=data, output=tmp_path, hp=_hp(epochs=4, max_iterations=0, mini_batch_size=4)))
+    # Chance level: every pixel gets the most frequent validation class. Its IoU is its pixel
+    # share; every other class seen scores 0.
+    labels = np.stack([label for _, label in get_dataset(data, split='validation', num_classes=19)])
+    counts = np.bincount(labels[labels != 255], minlength=19)
+    majority_miou = counts.max() / counts.sum() / (counts > 0).sum()
+    assert best['validation:mIOU'] > max(0.15, 3 * majority_miou)
+    assert best['validation:pixel_accuracy'] > counts.max() / counts.sum()
+
+
+def test_checkpoints_metrics_log_and_resume(data, tmp_path):
+    train(RunConfig(data=data, output=tmp_path, hp=_hp(epochs=2)))
+    lines = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+    assert [line['epoch'] for line in lines] == [0, 1]
+    assert set(lines[0]) >= {'train:loss', 'validation:mIOU', 'validation:pixel_accuracy', 'validation:iou'}
+    assert 0 <= lines[1]['validation:mIOU'] <= 1
+    saved = load_checkpoint(tmp_path / 'checkpoint.pt')
+    assert saved['epoch'] == 1
+    assert saved['classes'][13] == 'car'
+    assert saved['hyperparameters']['algorithm'] == 'fcn'
+    assert set(saved) >= {'model', 'optimizer', 'lr_scheduler', 'best', 'metrics', 'palette', 'mean', 'std'}
+    train(RunConfig(data=data, output=tmp_path, resume=tmp_path / 'checkpoint.pt', hp=_hp(epochs=3)))
+    lines = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+    assert [line['epoch'] for line in lines] == [0, 1, 2]
+
+
+def test_incremental_training_needs_the_same_network(data, tmp_path):
+    train(RunConfig(data=data, output=tmp_path / 'a', hp=_hp(epochs=1)))
+    with pytest.raises(ValueError, match="different network: algorithm: 'fcn' there, 'deeplab' here"):
+        train(RunConfig(data=data, output=tmp_path / 'b', init_checkpoint=tmp_path / 'a' / 'model_best.pt',
+                        hp=_hp(epochs=1, algorithm='deeplab')))
+
+
+def test_early_stopping(data, tmp_path):
+    # A tolerance of 1.0 asks every epoch to double the best mIOU, which a ~frozen model cannot.
+    hp = _hp(epochs=6, learning_rate=1e-9, early_stopping=True, early_stopping_min_epochs=2,
+             early_stopping_patience=1, early_stopping_tolerance=1.0)
+    train(RunConfig(data=data, output=tmp_path, hp=hp))
+    assert len((tmp_path / 'metrics.jsonl').read_text().splitlines()) == 2
+
+
+def test_schedulers():
+    param = torch.nn.Parameter(torch.zeros(1))
+    for name, at_half in (('poly', 0.5 ** 0.9), ('cosine', 0.5), ('step', 0.1)):
+        hp = Hyperparameters(lr_scheduler=name, lr_scheduler_step='5', epochs=10)
+        optimizer = torch.optim.SGD([param], lr=1.0)
+        scheduler = make_scheduler(hp, optimizer, iters_per_epoch=2)
+        assert scheduler.lr_lambdas[0](10) == pytest.approx(at_half)
+        assert scheduler.lr_lambdas[0](0) == pytest.approx(1.0)
+
+
+def test_cli_reports_dataset_errors(tmp_path, capsys):
+    assert main(['--data', str(tmp_path / 'none'), '--output', str(tmp_path / 'run'), '--num_classes', '3',
+                 '--use_pretrained_model', 'false']) == 2
+    assert f'dataset folder {tmp_path / "none" / "train"} does not exist' in capsys.readouterr().err
