@@ -169,6 +169,17 @@ def _add_latency(camera: CameraEval, input_logged: int | None, mask_logged: int,
         camera.latency_ms.append((mask_logged - stamp) / 1e6)
 
 
+def last_diagnostics(bag: str | Path) -> dict[str, dict[str, str]]:
+    """The last recorded value of every /diagnostics status, by status name (empty if none)."""
+    latest: dict[str, dict[str, str]] = {}
+    with open_bag(bag) as reader:
+        conns = [c for c in reader.connections if c.msgtype == 'diagnostic_msgs/msg/DiagnosticArray']
+        for conn, _, raw in reader.messages(connections=conns):
+            for status in reader.deserialize(raw, conn.msgtype).status:
+                latest[status.name] = {kv.key: kv.value for kv in status.values}
+    return latest
+
+
 def format_report(report: EvalReport) -> str:
     """The report as text: scores, per-class IoU, per-camera frames and latency."""
     m = report.metrics

@@ -1,0 +1,262 @@
+"""``make demo``: a synthetic multi-camera drive replayed through seg_node, scored and rendered.
+
+model (built if missing) -> synthetic drive bag -> seg_node as its own process (real DDS on
+loopback) <- the bag played at a rate the node keeps up with, outputs recorded -> mIoU against
+the ground truth, latency, a side-by-side MP4 and a contact sheet, all under ``out/demo/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seg_node import topics
+from seg_node.bag.bagio import BagError
+from seg_node.bag.evaluate import EvalReport, evaluate_bag, last_diagnostics
+from seg_node.bag.play import PlayOptions, play_bag
+from seg_node.bag.synth import CAMERA_NAMES, FPS, SynthOptions, image_topic, write_drive
+from seg_node.bag.video import VideoOptions, write_video
+from seg_node.engine import EngineConfig, EngineError, SegmentationEngine
+from seg_node.stats import percentile
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO / 'models' / 'demo.onnx'
+OUTPUTS = ('mask', 'color_mask', 'overlay')
+# The demo leaves TensorRT out: building its engine for a ResNet-50 takes minutes on first use.
+PROVIDERS = ('cuda', 'cpu')
+# Playback is slowed until the node has this many times the engine time it needs per frame set
+# (the player, recorder and node share the machine), and never takes longer than PLAY_BUDGET_S.
+HEADROOM = 2.5
+RENDER_MS_PER_FRAME = 15.0  # convert, render and publish of one 640x320 frame, measured here
+PLAY_BUDGET_S = 60.0
+NODE_START_TIMEOUT_S = 60.0
+
+
+class DemoError(RuntimeError):
+    """A demo step failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the demo plays, sized to the speed of this machine."""
+
+    cameras: int
+    frames: int
+    width: int
+    height: int
+    rate: float
+    provider: str
+    batch_ms: float
+
+
+def isolate_dds() -> None:
+    """Keep DDS on this machine even when the demo is run without scripts/isolated.sh."""
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fastdds_localhost.xml'))
+    os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(10, 99)))
+
+
+def ensure_model(path: Path) -> None:
+    """Build the demo model when it is the default one and missing."""
+    if path.is_file():
+        return
+    if path != DEFAULT_MODEL:
+        msg = f'model {str(path)!r} does not exist'
+        raise DemoError(msg)
+    print(f'[demo] {path.relative_to(REPO)} is missing: training it (python -m seg_node.training.demo_model)',
+          flush=True)
+    done = subprocess.run([sys.executable, '-m', 'seg_node.training.demo_model'], cwd=REPO, check=False)
+    if done.returncode != 0 or not path.is_file():
+        msg = f'building the demo model failed (exit code {done.returncode}); see the output above'
+        raise DemoError(msg)
+
+
+def plan(model: Path, args: argparse.Namespace) -> Plan:
+    """Measure the engine on this machine and pick the replay rate and length."""
+    try:
+        engine = SegmentationEngine(model, EngineConfig(providers=PROVIDERS))
+    except EngineError as err:
+        raise DemoError(str(err)) from None
+    frames = [np.zeros((args.height, args.width, 3), np.uint8)] * args.cameras
+    engine.segment(frames)  # the first run allocates; time the ones after it
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        engine.segment(frames)
+        times.append(time.perf_counter() - start)
+    batch_ms = 1e3 * float(np.median(times))
+    needed_ms = HEADROOM * (batch_ms + RENDER_MS_PER_FRAME * args.cameras)
+    rate = args.rate or min(1.0, (1e3 / FPS) / needed_ms)
+    count = args.frames or max(15, min(90, int(PLAY_BUDGET_S * FPS * rate)))
+    return Plan(args.cameras, count, args.width, args.height, rate, engine.provider, batch_ms)
+
+
+class NodeProcess:
+    """seg_node started as a user would, with its log in a file."""
+
+    def __init__(self, model: Path, image_topics: list[str], log: Path) -> None:
+        params = {'model_path': str(model), 'image_topics': f'[{", ".join(image_topics)}]',
+                  'providers': f'[{", ".join(PROVIDERS)}]',
+                  # A reliable, queued input: frames are lost only if the node falls behind.
+                  'input_reliability': 'reliable', 'input_depth': '10', 'diagnostics_period_s': '0.5'}
+        argv = [sys.executable, '-m', 'seg_node.node', '--ros-args']
+        for name, value in params.items():
+            argv += ['-p', f'{name}:={value}']
+        self.log = log
+        self._log_file = log.open('w')
+        self.proc = subprocess.Popen(argv, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=REPO,
+                                     env=dict(os.environ, PYTHONUNBUFFERED='1'))
+
+    def wait_ready(self) -> None:
+        """Return once the node logs that it is segmenting; raise with its log if it exits."""
+        deadline = time.monotonic() + NODE_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            text = self.log.read_text()
+            if 'segmenting' in text:
+                return
+            if self.proc.poll() is not None:
+                msg = f'seg_node exited with {self.proc.returncode} at startup:\n{text.strip()}'
+                raise DemoError(msg)
+            time.sleep(0.1)
+        msg = f'seg_node did not start within {NODE_START_TIMEOUT_S:g} s (log: {self.log})'
+        raise DemoError(msg)
+
+    def stop(self) -> int:
+        """Stop the node with SIGINT (SIGKILL after 10 s) and return its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+        return self.proc.returncode
+
+
+def summary(plan_: Plan, report: EvalReport, played: dict[str, int], diagnostics: dict) -> dict:
+    """The numbers the demo reports, as JSON-ready data."""
+    cameras = {}
+    for name in CAMERA_NAMES[:plan_.cameras]:
+        topic = image_topic(name)
+        ns = topics.camera_namespace(topic)
+        cam = report.cameras[ns]
+        node = diagnostics.get(f'seg_node: {ns}', {})
+        cameras[ns] = {
+            'frames_in': played.get(topic, 0), 'frames_out': cam.matched + len(cam.extra),
+            'dropped': played.get(topic, 0) - cam.matched - len(cam.extra),
+            'node_dropped': int(node.get('frames_dropped', -1)),
+            'latency_p50_ms': round(percentile(cam.latency_ms, 50), 1),
+            'latency_p99_ms': round(percentile(cam.latency_ms, 99), 1),
+        }
+    engine = diagnostics.get('seg_node: engine', {})
+    return {
+        'provider': engine.get('provider', plan_.provider),
+        'cameras': cameras,
+        'mean_iou': round(report.metrics.mean_iou, 4),
+        'pixel_accuracy': round(report.metrics.pixel_accuracy, 4),
+        'per_class_iou': {name: round(iou, 4)
+                          for name, iou in zip(report.classes, report.metrics.iou, strict=True)
+                          if not np.isnan(iou)},
+        'latency_p50_ms': round(percentile(report.latency(), 50), 1),
+        'latency_p99_ms': round(percentile(report.latency(), 99), 1),
+        'frames': plan_.frames, 'resolution': [plan_.width, plan_.height],
+        'replay_rate': round(plan_.rate, 3),
+        'engine_ms_per_frame_set': round(plan_.batch_ms, 1),
+    }
+
+
+def format_summary(result: dict, out: Path, wall_s: float) -> str:
+    """The summary table printed at the end."""
+    lines = [f'seg_node demo: {len(result["cameras"])} cameras x {result["frames"]} frames '
+             f'({result["resolution"][0]}x{result["resolution"][1]}), replayed at {result["replay_rate"]:g}x '
+             f'real time, provider {result["provider"]}',
+             f'{"camera":<12}{"in":>6}{"out":>6}{"dropped":>9}{"p50 ms":>9}{"p99 ms":>9}']
+    for ns, cam in result['cameras'].items():
+        lines.append(f'{ns:<12}{cam["frames_in"]:>6}{cam["frames_out"]:>6}{cam["dropped"]:>9}'
+                     f'{cam["latency_p50_ms"]:>9.1f}{cam["latency_p99_ms"]:>9.1f}')
+    lines += [f'mIoU {result["mean_iou"]:.3f}, pixel accuracy {result["pixel_accuracy"]:.3f} against the '
+              f'ground truth; latency (input -> mask receipt) p50 {result["latency_p50_ms"]:.1f} ms, '
+              f'p99 {result["latency_p99_ms"]:.1f} ms',
+              f'wrote {out}/: output (rosbag2), demo.mp4, demo_sheet.png, summary.json, node.log '
+              f'in {wall_s:.0f} s']
+    return '\n'.join(lines)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Every demo step; returns the summary."""
+    started = time.monotonic()
+    isolate_dds()
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_model(args.model)
+    plan_ = plan(args.model, args)
+    print(f'[demo] engine on {plan_.provider}: {plan_.batch_ms:.0f} ms per {plan_.cameras}-camera batch; '
+          f'replaying {plan_.frames} frames at {plan_.rate:.3g}x', flush=True)
+    write_drive(out / 'drive', SynthOptions(cameras=plan_.cameras, frames=plan_.frames, width=plan_.width,
+                                            height=plan_.height, seed=args.seed), force=True)
+    cameras = [image_topic(name) for name in CAMERA_NAMES[:plan_.cameras]]
+    recorded = [*cameras, *(topics.segmentation_topic(c, n) for c in cameras for n in (*OUTPUTS, 'labels')),
+                '/diagnostics']
+    node = NodeProcess(args.model, cameras, out / 'node.log')
+    try:
+        node.wait_ready()
+        print('[demo] seg_node is up; replaying the drive into it', flush=True)
+        # Drain long enough for the last frame set to come out of a slow engine.
+        drain = max(1.5, 3 * plan_.batch_ms / 1e3)
+        options = PlayOptions(rate=plan_.rate, wait_for=tuple(cameras), record=out / 'output',
+                              record_topics=tuple(recorded), drain=drain, force=True)
+        played = play_bag(out / 'drive', options)
+    finally:
+        code = node.stop()
+    if code != 0:
+        msg = f'seg_node exited with {code}; see {out / "node.log"}'
+        raise DemoError(msg)
+    report = evaluate_bag(out / 'output', truth_bag=out / 'drive')
+    write_video(out / 'output', out / 'demo.mp4', VideoOptions(layout='side-by-side', force=True))
+    result = summary(plan_, report, played.published, last_diagnostics(out / 'output'))
+    result['wall_s'] = round(time.monotonic() - started, 1)
+    (out / 'summary.json').write_text(json.dumps(result, indent=2) + '\n')
+    print(format_summary(result, out, result['wall_s']), flush=True)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='python -m seg_node.demo', description=__doc__.splitlines()[0])
+    parser.add_argument('--model', type=Path, default=DEFAULT_MODEL,
+                        help='ONNX model (default: models/demo.onnx, trained on first use)')
+    parser.add_argument('--out', type=Path, default=REPO / 'out' / 'demo', help='output directory')
+    parser.add_argument('--cameras', type=int, default=2, help='cameras (front, left, ...)')
+    parser.add_argument('--frames', type=int, default=0, help='frames per camera (default: fit the budget)')
+    parser.add_argument('--width', type=int, default=640)
+    parser.add_argument('--height', type=int, default=320)
+    parser.add_argument('--rate', type=float, default=0.0, help='replay rate (default: measured)')
+    parser.add_argument('--seed', type=int, default=2024, help='drive seed (held out from training)')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; 0 on success, 1 with one message on failure."""
+    args = _parser().parse_args(argv)
+    try:
+        run(args)
+    except (DemoError, BagError) as err:
+        print(f'[demo] failed: {err}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
