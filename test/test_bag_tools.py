@@ -203,3 +203,24 @@ def test_video_writes_an_mp4_and_a_contact_sheet(labelled, tmp_path, layout):
     masks = np.stack([messages.mask_array(m) for ns in CAMERAS
                       for _, m in read_all(out)[f'{ns}/segmentation/mask']])
     assert len(result.classes_shown) == len(np.unique(masks))
+
+
+def test_label_takes_one_topic_per_camera_and_png_equals_raw(drive_bag, model, tmp_path):
+    raw = label_bag(drive_bag, tmp_path / 'raw', model, LabelOptions(providers=('cpu',)))
+    assert set(raw.frames) == {f'{ns}/image_raw' for ns in CAMERAS}, 'raw preferred over its compressed twin'
+    png = label_bag(drive_bag, tmp_path / 'png', model,
+                    LabelOptions(topics=('/cam_left/image_raw/compressed',), providers=('cpu',)))
+    assert png.frames == {'/cam_left/image_raw/compressed': FRAMES}
+    from_raw = read_all(tmp_path / 'raw')['/cam_left/segmentation/overlay']
+    from_png = read_all(tmp_path / 'png')['/cam_left/segmentation/overlay']
+    assert [frame_key(m.header) for _, m in from_png] == [frame_key(m.header) for _, m in from_raw]
+    for (_, a), (_, b) in zip(from_raw, from_png, strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_mcap_storage_round_trips(tmp_path, model):
+    write_drive(tmp_path / 'in', SynthOptions(cameras=1, frames=2, width=48, height=32, scene='palette',
+                                              storage='mcap'))
+    label_bag(tmp_path / 'in', tmp_path / 'out', model, LabelOptions(providers=('cpu',), storage='mcap'))
+    assert list((tmp_path / 'out').glob('*.mcap'))
+    assert evaluate_bag(tmp_path / 'out').metrics.mean_iou == 1.0

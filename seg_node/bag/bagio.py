@@ -40,9 +40,11 @@ def is_output_topic(topic: str) -> bool:
 
 
 def camera_image_topics(reader: AnyReader) -> list[str]:
-    """Camera input topics of a bag: Image/CompressedImage topics that are not segmentation outputs."""
-    return sorted({c.topic for c in reader.connections
-                   if c.msgtype in IMAGE_TYPES and not is_output_topic(c.topic)})
+    """One input topic per camera (raw Image preferred over its ``/compressed`` twin)."""
+    found = {c.topic for c in reader.connections if c.msgtype in IMAGE_TYPES and not is_output_topic(c.topic)}
+    # Both forms of one camera would give two outputs per frame on the same output topics.
+    return sorted(t for t in found
+                  if not (topics.is_compressed(t) and t.removesuffix(topics.COMPRESSED_SUFFIX) in found))
 
 
 def stamp_ns(header: Any) -> int:

@@ -3,7 +3,8 @@
 Masks and ground truth are matched by header (stamp, frame_id). Latency is the time from the
 receipt of an input frame to the receipt of its mask, both as logged by the same recorder;
 where a bag holds no input frames it falls back to the mask's header stamp (meaningful only
-for a live camera, whose stamps are capture times).
+for a live camera, whose stamps are capture times). Offline-labelled bags log outputs at their
+input's time, so they show 0 ms.
 """
 
 from __future__ import annotations
