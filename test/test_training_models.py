@@ -72,7 +72,8 @@ def test_weights_of_wrong_shape_and_unsafe_or_broken_files(tmp_path):
     state = torchvision.models.resnet50().state_dict()
     state['conv1.weight'] = torch.zeros(64, 3, 3, 3)
     torch.save(state, tmp_path / 'shape.pth')
-    with pytest.raises(ValueError, match=r'do not fit the backbone.*conv1\.weight'):
+    expected = r'wrong shapes \[.conv1\.weight \(64, 3, 3, 3\) \(needs \(64, 3, 7, 7\)\)'
+    with pytest.raises(ValueError, match=expected):
         build_model(num_classes=3, backbone_weights=tmp_path / 'shape.pth')
     (tmp_path / 'junk.pth').write_bytes(b'junk')
     with pytest.raises(ValueError, match='cannot read backbone weights'):

@@ -87,7 +87,7 @@ def load_backbone_weights(resnet: nn.Module, path: str | Path) -> None:
     """Load a local ResNet state dict (safe ``weights_only`` loading); fail naming bad keys."""
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as err:  # pickle errors surface as these
+    except Exception as err:  # noqa: BLE001 - a bad file fails as pickle, zip, struct, OS... errors
         msg = f'cannot read backbone weights {path}: {err}'
         raise ValueError(msg) from None
     if isinstance(state, dict) and isinstance(state.get('model'), dict):
@@ -105,11 +105,12 @@ def load_backbone_weights(resnet: nn.Module, path: str | Path) -> None:
                f'{" ..." if len(missing) > 8 else ""} ({len(missing)}), unexpected keys '
                f'{unexpected[:8]}{" ..." if len(unexpected) > 8 else ""} ({len(unexpected)})')
         raise ValueError(msg)
-    try:
-        resnet.load_state_dict(state)
-    except RuntimeError as err:
-        msg = f'backbone weights {path} do not fit the backbone: {err}'
-        raise ValueError(msg) from None
+    wrong = [f'{k} {tuple(state[k].shape)} (needs {tuple(v.shape)})' for k, v in resnet.state_dict().items()
+             if not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape]
+    if wrong:
+        msg = f'backbone weights {path} do not fit the backbone: wrong shapes {wrong[:8]}'
+        raise ValueError(msg)
+    resnet.load_state_dict(state)
 
 
 def build_model(*, algorithm: str = 'fcn', backbone: str = 'resnet-50', num_classes: int,
