@@ -130,11 +130,6 @@ class _Graph:
             except (ExternalShutdownException, ShutdownException):
                 break
 
-    def other_subscribers(self, topic: str) -> int:
-        """Subscriptions on ``topic`` outside this process's node."""
-        me = self.node.get_name()
-        return sum(1 for i in self.node.get_subscriptions_info_by_topic(topic) if i.node_name != me)
-
     def close(self) -> None:
         """Stop spinning and shut the context down."""
         self.executor.shutdown(timeout_sec=1.0)
@@ -214,10 +209,8 @@ class _Recorder:
     def _qos(self, topic: str) -> QoSProfile:
         # Match what the publishers offer, as `ros2 bag record` does: a reliable or latched
         # request would not match a best-effort or volatile publisher at all.
-        me = self.graph.node.get_name()
-        offered = [i.qos_profile for i in self.graph.node.get_publishers_info_by_topic(topic)
-                   if i.node_name != me]
-        reliable = bool(offered) and all(q.reliability == ReliabilityPolicy.RELIABLE for q in offered)
+        offered = [i.qos_profile for i in self.graph.node.get_publishers_info_by_topic(topic)]
+        reliable = all(q.reliability == ReliabilityPolicy.RELIABLE for q in offered)
         latched = bool(offered) and all(q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in offered)
         return QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=RECORD_DEPTH,
