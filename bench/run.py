@@ -131,8 +131,9 @@ def node_command(impl: str, case: Case, model: Path) -> list[str]:
     if impl == 'baseline':
         return [sys.executable, '-m', 'bench.baseline_node', '--ros-args', '-p', f'model_path:={model}',
                 '-p', f'image_topics:={topics}']
+    extra = [arg for param in os.environ.get('BENCH_NODE_PARAMS', '').split() for arg in ('-p', param)]
     return [sys.executable, '-m', 'seg_node.node', '--ros-args', '-p', f'model_path:={model}',
-            '-p', f'image_topics:={topics}', '-p', 'providers:=[cpu]']
+            '-p', f'image_topics:={topics}', '-p', 'providers:=[cpu]', *extra]
 
 
 def run_case(impl: str, case: Case, model: Path, domain: int) -> dict:
