@@ -21,7 +21,7 @@ $(VENV)/.train-installed: $(VENV)/.node-installed
 	touch $@
 
 lint: setup
-	$(VENV)/bin/ruff check seg_node test launch
+	$(VENV)/bin/ruff check seg_node test launch bench
 
 # DDS tests run in a private network namespace when we are root (see scripts/isolated.sh).
 test: setup-train lint

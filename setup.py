@@ -55,6 +55,7 @@ setup(
             'seg_export = seg_node.training.export:main',
             'seg_eval = seg_node.training.evaluate:main',
             'seg_bag = seg_node.bag.cli:main',
+            'seg_build_engine = seg_node.build_engine:main',
         ],
     },
 )

@@ -7,6 +7,7 @@ field by field from ``bytes``. It runs the same ONNX model and publishes the sam
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import cv2
@@ -43,7 +44,7 @@ class BaselineNode(Node):
             self.create_subscription(CompressedImage if compressed else Image, topic,
                                      lambda msg, t=topic: self.callback(msg, t), 10)
 
-    def callback(self, msg, topic: str) -> None:
+    def callback(self, msg: Image | CompressedImage, topic: str) -> None:
         if isinstance(msg, CompressedImage):
             image = cv2.cvtColor(cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR),
                                  cv2.COLOR_BGR2RGB)
@@ -72,10 +73,8 @@ def main() -> None:
     rclpy.init()
     node = BaselineNode()
     node.get_logger().info('segmenting')
-    try:
+    with contextlib.suppress(KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
 
 
 if __name__ == '__main__':

@@ -1,0 +1,26 @@
+"""seg_build_engine on a machine without TensorRT: it builds what it can and says so."""
+
+import onnx
+
+from seg_node.build_engine import main
+from seg_node.contract_models import palette_classifier
+from seg_node.engine import usable_providers
+
+
+def test_build_reports_the_provider_and_exit_code(tmp_path, capsys):
+    path = tmp_path / 'm.onnx'
+    onnx.save(palette_classifier(input_size=(32, 48)), path)
+    assert main([str(path), '--providers', 'cpu']) == 0
+    assert 'cpu engine ready' in capsys.readouterr().out
+    code = main([str(path), '--providers', 'tensorrt', 'cpu', '--trt-cache-dir', str(tmp_path / 'trt')])
+    assert code == (0 if usable_providers(['tensorrt']) else 1)
+
+
+def test_dynamic_models_need_a_size_and_bad_models_exit_2(tmp_path, capsys):
+    path = tmp_path / 'dyn.onnx'
+    onnx.save(palette_classifier(input_size=None), path)
+    assert main([str(path), '--providers', 'cpu']) == 2
+    assert '--height and --width' in capsys.readouterr().err
+    assert main([str(path), '--providers', 'cpu', '--height', '16', '--width', '16']) == 0
+    assert main([str(tmp_path / 'missing.onnx'), '--providers', 'cpu']) == 2
+    assert 'does not exist' in capsys.readouterr().err
