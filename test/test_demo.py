@@ -57,6 +57,7 @@ def test_the_demo_writes_the_bag_the_video_and_the_contact_sheet(finished):
     assert {'/cam_front/segmentation/overlay', '/cam_left/segmentation/mask', '/diagnostics'} <= recorded
     video = cv2.VideoCapture(str(out / 'demo.mp4'))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
+    assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(demo.VIDEO_FPS)
     assert cv2.imread(str(out / 'demo_sheet.png')) is not None
     assert 'segmenting' in (out / 'node.log').read_text()
 
