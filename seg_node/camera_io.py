@@ -73,18 +73,20 @@ def scaled_camera_info(info: CameraInfo, header: Any, height: int, width: int) -
 
 
 class CameraIO:
-    """Subscription, publishers and reusable output buffers of one camera."""
+    """Publishers, reusable output buffers and (while active) the subscription of one camera.
 
-    def __init__(self, node: Node, image_topic: str, *, on_frame: Callable[[str, Any], None],
-                 input_qos: QoSProfile, output_qos: QoSProfile, labels: Any,
-                 want_camera_info: bool) -> None:
+    Publishers exist from configuration on; the image subscription only while the node is
+    active, so a managed node takes no frames before it is told to.
+    """
+
+    def __init__(self, node: Node, image_topic: str, *, output_qos: QoSProfile, labels: Any) -> None:
         self.topic = image_topic
         self.namespace = topics.camera_namespace(image_topic)
         self.stats = CameraStats()
+        self._node = node
+        self._output_qos = output_qos
         self._last_warning: dict[str, float] = {}
-        msg_type = CompressedImage if topics.is_compressed(image_topic) else Image
-        self.subscription = node.create_subscription(
-            msg_type, image_topic, lambda msg: on_frame(image_topic, msg), input_qos)
+        self.subscription = None
         self.publishers = {
             name: node.create_publisher(Image, topics.segmentation_topic(image_topic, name), output_qos)
             for name in topics.OUTPUTS}
@@ -94,16 +96,68 @@ class CameraIO:
         self.labels_publisher.publish(labels)
         self._buffers = {name: MessageBuffer() for name in topics.OUTPUTS}
         self._messages = {name: Image(check_fields=True) for name in topics.OUTPUTS}
+        self._want_camera_info = False
         self.camera_info: CameraInfo | None = None
+        self.info_subscription = None
         self.info_publisher = None
-        if want_camera_info:
-            node.create_subscription(CameraInfo, topics.camera_info_topic(image_topic),
-                                     self._on_camera_info, qos('best_effort', 1))
-            self.info_publisher = node.create_publisher(
-                CameraInfo, topics.segmentation_topic(image_topic, topics.CAMERA_INFO), output_qos)
+
+    @property
+    def active(self) -> bool:
+        """True while the image subscription exists."""
+        return self.subscription is not None
+
+    def subscribe(self, on_frame: Callable[[str, Any], None], input_qos: QoSProfile) -> None:
+        """Start taking frames; ``on_frame(topic, msg)`` runs on the executor thread."""
+        if self.subscription is not None:
+            return
+        msg_type = CompressedImage if topics.is_compressed(self.topic) else Image
+        topic = self.topic
+        self.subscription = self._node.create_subscription(
+            msg_type, topic, lambda msg: on_frame(topic, msg), input_qos)
+        self.stats.watch()
+        self._sync_camera_info()
+
+    def unsubscribe(self) -> None:
+        """Stop taking frames (publishers stay)."""
+        if self.subscription is not None:
+            self._node.destroy_subscription(self.subscription)
+            self.subscription = None
+        self._sync_camera_info()
+
+    def want_camera_info(self, wanted: bool) -> None:
+        """Rescale and republish ``camera_info`` (for masks at model resolution) or stop doing so."""
+        self._want_camera_info = wanted
+        self._sync_camera_info()
+
+    def _sync_camera_info(self) -> None:
+        wanted = self._want_camera_info and self.active
+        if wanted and self.info_subscription is None:
+            if self.info_publisher is None:
+                self.info_publisher = self._node.create_publisher(
+                    CameraInfo, topics.segmentation_topic(self.topic, topics.CAMERA_INFO), self._output_qos)
+            self.info_subscription = self._node.create_subscription(
+                CameraInfo, topics.camera_info_topic(self.topic), self._on_camera_info, qos('best_effort', 1))
+        elif not wanted and self.info_subscription is not None:
+            self._node.destroy_subscription(self.info_subscription)
+            self.info_subscription = None
+            self.camera_info = None
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self.camera_info = msg
+
+    def publish_labels(self, labels: Any) -> None:
+        """Publish (latched) a new class table, after a model switch."""
+        self.labels_publisher.publish(labels)
+
+    def destroy(self) -> None:
+        """Remove every subscription and publisher of this camera from the node."""
+        self._want_camera_info = False
+        self.unsubscribe()
+        for publisher in (*self.publishers.values(), self.labels_publisher, self.info_publisher):
+            if publisher is not None:
+                self._node.destroy_publisher(publisher)
+        self.publishers = {}
+        self.info_publisher = None
 
     def wanted(self, enabled: frozenset[str]) -> set[str]:
         """The enabled outputs somebody subscribes to; the rest are not computed."""
@@ -122,9 +176,10 @@ class CameraIO:
             msg = self._buffers[name].fill(self._messages[name], header, ENCODINGS[name])
             self.publishers[name].publish(msg)
         mask = rendered.class_mask
-        if self.info_publisher is not None and self.camera_info is not None and mask is not None:
+        info, info_publisher = self.camera_info, self.info_publisher
+        if info_publisher is not None and info is not None and mask is not None:
             h, w = mask.shape[:2]
-            self.info_publisher.publish(scaled_camera_info(self.camera_info, header, h, w))
+            info_publisher.publish(scaled_camera_info(info, header, h, w))
 
     def should_warn(self, kind: str, period_s: float) -> bool:
         """Rate limit: True at most once per ``period_s`` for each kind of warning."""

@@ -33,29 +33,42 @@ class ParamSpec:
     float_range: tuple[float, float] | None = None
     choices: tuple[str, ...] = ()
     read_only: bool = True
+    reloads_model: bool = False  # a runtime change loads a new engine beside the running one
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec('model_path', 'string', '', 'ONNX model file that meets the seg_node model contract.'),
-    ParamSpec('model_sha256', 'string', '', 'Expected SHA-256 of the model file; empty skips the check.'),
+    ParamSpec('model_path', 'string', '', 'ONNX model file that meets the seg_node model contract.',
+              read_only=False, reloads_model=True),
+    ParamSpec('model_sha256', 'string', '', 'Expected SHA-256 of the model file; empty skips the check.',
+              read_only=False, reloads_model=True),
     ParamSpec('image_topics', 'string_array', ['/camera/image_raw'],
               'Camera image topics; a topic ending in /compressed is a CompressedImage.'),
     ParamSpec('providers', 'string_array', list(DEFAULT_PROVIDERS),
-              'Execution providers in order of preference; the first that loads runs.'),
-    ParamSpec('cpu_threads', 'int', 0, 'ONNX Runtime CPU threads (0: one per core).', int_range=(0, 256)),
-    ParamSpec('trt_fp16', 'bool', True, 'Let TensorRT run layers in fp16.'),
-    ParamSpec('trt_cache_dir', 'string', str(DEFAULT_TRT_CACHE), 'Directory of cached TensorRT engines.'),
-    ParamSpec('device_id', 'int', 0, 'CUDA device index.', int_range=(0, 64)),
-    ParamSpec('classes', 'string_array', None, 'Class names, overriding the model metadata.'),
+              'Execution providers in order of preference; the first that loads runs.',
+              read_only=False, reloads_model=True),
+    ParamSpec('cpu_threads', 'int', 0, 'ONNX Runtime CPU threads (0: one per core).', int_range=(0, 256),
+              read_only=False, reloads_model=True),
+    ParamSpec('trt_fp16', 'bool', True, 'Let TensorRT run layers in fp16.',
+              read_only=False, reloads_model=True),
+    ParamSpec('trt_cache_dir', 'string', str(DEFAULT_TRT_CACHE), 'Directory of cached TensorRT engines.',
+              read_only=False, reloads_model=True),
+    ParamSpec('device_id', 'int', 0, 'CUDA device index.', int_range=(0, 64), read_only=False,
+              reloads_model=True),
+    ParamSpec('classes', 'string_array', None, 'Class names, overriding the model metadata.',
+              read_only=False, reloads_model=True),
     ParamSpec('palette', 'integer_array', None,
-              'Class colours as a flat list r,g,b,r,g,b,..., overriding the model metadata.'),
-    ParamSpec('mean', 'double_array', None, 'Normalization mean (0..1 scale, RGB), overriding the model.'),
-    ParamSpec('std', 'double_array', None, 'Normalization std (0..1 scale, RGB), overriding the model.'),
+              'Class colours as a flat list r,g,b,r,g,b,..., overriding the model metadata.',
+              read_only=False, reloads_model=True),
+    ParamSpec('mean', 'double_array', None, 'Normalization mean (0..1 scale, RGB), overriding the model.',
+              read_only=False, reloads_model=True),
+    ParamSpec('std', 'double_array', None, 'Normalization std (0..1 scale, RGB), overriding the model.',
+              read_only=False, reloads_model=True),
     ParamSpec('input_size', 'integer_array', None,
-              'Model input [height, width] for models with dynamic spatial size.'),
+              'Model input [height, width] for models with dynamic spatial size.',
+              read_only=False, reloads_model=True),
     ParamSpec('mask_resolution', 'string', MASK_AT_INPUT,
               'Publish masks at the "input" image size or at the "model" output size.',
-              choices=(MASK_AT_INPUT, MASK_AT_MODEL)),
+              choices=(MASK_AT_INPUT, MASK_AT_MODEL), read_only=False),
     ParamSpec('overlay_alpha', 'double', 0.5, 'Weight of the colour mask in the overlay.',
               float_range=(0.0, 1.0), read_only=False),
     ParamSpec('publish_mask', 'bool', True, 'Publish segmentation/mask (mono8 class ids).', read_only=False),
@@ -72,14 +85,25 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('output_depth', 'int', 1, 'History depth of the output publishers.', int_range=(1, 100)),
     ParamSpec('max_batch', 'int', 0,
               'Most frames one engine call takes (0: every camera waiting, as the model allows).',
-              int_range=(0, 64)),
+              int_range=(0, 64), read_only=False),
     ParamSpec('diagnostics_period_s', 'double', 1.0, 'Period of /diagnostics messages.',
-              float_range=(0.1, 60.0)),
+              float_range=(0.1, 60.0), read_only=False),
     ParamSpec('warn_throttle_s', 'double', 5.0, 'Least time between two warnings of one kind per camera.',
-              float_range=(0.0, 3600.0)),
+              float_range=(0.0, 3600.0), read_only=False),
+    ParamSpec('silence_timeout_s', 'double', 2.0,
+              'A camera that sends no frame for this long is an ERROR in /diagnostics (0: never).',
+              float_range=(0.0, 3600.0), read_only=False),
+    ParamSpec('drop_warn_fraction', 'double', 0.5,
+              'WARN in /diagnostics when more than this fraction of a camera\'s frames in one '
+              'diagnostics period were dropped for a newer frame.',
+              float_range=(0.0, 1.0), read_only=False),
+    ParamSpec('cpu_fallback_after', 'int', 0,
+              'Rebuild the model on the CPU provider after this many consecutive failed engine '
+              'calls (0: never).', int_range=(0, 1000), read_only=False),
 )
 OUTPUT_PARAMS = {'mask': 'publish_mask', 'color_mask': 'publish_color_mask',
                  'overlay': 'publish_overlay', 'confidence': 'publish_confidence'}
+MODEL_PARAMS = tuple(spec.name for spec in PARAMETERS if spec.reloads_model)
 
 
 @dataclass(frozen=True)
@@ -101,7 +125,14 @@ class NodeSettings:
     max_batch: int
     diagnostics_period_s: float
     warn_throttle_s: float
+    silence_timeout_s: float
+    drop_warn_fraction: float
+    cpu_fallback_after: int
     raw: Mapping[str, object] = field(default_factory=dict)
+
+    def model_request(self) -> tuple:
+        """The values of every parameter that shapes the engine, comparable with ``==``."""
+        return model_request(self.raw)
 
 
 def _palette(flat: Sequence[int] | None) -> list[list[int]] | None:
@@ -183,8 +214,23 @@ def settings_from_values(values: Mapping[str, object]) -> NodeSettings:
         output_reliability=str(values['output_reliability']),
         output_depth=int(values['output_depth']), max_batch=int(values['max_batch']),
         diagnostics_period_s=float(values['diagnostics_period_s']),
-        warn_throttle_s=float(values['warn_throttle_s']), raw=dict(values),
+        warn_throttle_s=float(values['warn_throttle_s']),
+        silence_timeout_s=float(values['silence_timeout_s']),
+        drop_warn_fraction=float(values['drop_warn_fraction']),
+        cpu_fallback_after=int(values['cpu_fallback_after']), raw=dict(values),
     )
+
+
+def model_request(values: Mapping[str, object]) -> tuple:
+    """The model parameters of ``values`` as a hashable tuple (arrays become tuples)."""
+    def frozen(value: object) -> object:
+        if isinstance(value, str) or value is None:
+            return value
+        try:
+            return tuple(value)  # type: ignore[arg-type]
+        except TypeError:
+            return value
+    return tuple(frozen(values.get(name)) for name in MODEL_PARAMS)
 
 
 def default_values() -> dict[str, object]:

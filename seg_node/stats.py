@@ -17,6 +17,30 @@ def percentile(samples: list[float] | deque, q: float) -> float:
     return float(np.percentile(np.fromiter(samples, float, len(samples)), q))
 
 
+@dataclass(frozen=True)
+class Period:
+    """Counter increments of one camera between two diagnostics reports."""
+
+    seconds: float
+    received: int
+    processed: int
+    dropped: int
+    rejected: int
+    failed: int
+
+    def rate_hz(self, what: str) -> float:
+        """Events per second of counter ``what`` over this period."""
+        return getattr(self, what) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def drop_fraction(self) -> float:
+        """Share of the frames received in this period that a newer frame replaced."""
+        return self.dropped / self.received if self.received else 0.0
+
+
+_PERIOD_COUNTERS = ('received', 'processed', 'dropped', 'rejected', 'failed')
+
+
 @dataclass
 class CameraStats:
     """Counts and timings of one camera since start, with a recent-latency window."""
@@ -29,8 +53,9 @@ class CameraStats:
     skipped: int = 0  # taken while no output had a subscriber, so not computed
     last_reject_reason: str = ''
     last_receive_time: float | None = None  # time.monotonic()
+    watch_since: float = field(default_factory=time.monotonic)  # silence is measured from here
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=600))
-    _rate_marks: dict = field(default_factory=dict)
+    _period_mark: tuple = ()
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, what: str, n: int = 1) -> None:
@@ -51,19 +76,36 @@ class CameraStats:
         with self._lock:
             self.latency_ms.append(latency_ms)
 
-    def rate_hz(self, what: str, now: float | None = None) -> float:
-        """Rate of counter ``what`` since the previous call for the same counter."""
+    def period(self, now: float | None = None) -> Period:
+        """Counter increments since the previous call (the first call covers everything so far)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            value = getattr(self, what)
-            last = self._rate_marks.get(what)
-            self._rate_marks[what] = (now, value)
-        if last is None or now <= last[0]:
-            return 0.0
-        return (value - last[1]) / (now - last[0])
+            values = tuple(getattr(self, name) for name in _PERIOD_COUNTERS)
+            start, *before = self._period_mark or (self.watch_since, *(0,) * len(values))
+            self._period_mark = (now, *values)
+        deltas = (v - b for v, b in zip(values, before, strict=True))
+        return Period(max(0.0, now - start), *deltas)
+
+    def silent_for(self, now: float | None = None) -> float:
+        """Seconds since the last frame (or since watching began, when none came since)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            last = self.last_receive_time
+            since = self.watch_since
+        return now - max(since, last) if last is not None else now - since
+
+    def watch(self, now: float | None = None) -> None:
+        """Start measuring silence afresh (the camera was just subscribed)."""
+        with self._lock:
+            self.watch_since = time.monotonic() if now is None else now
 
     def latency_percentiles(self) -> tuple[float, float]:
         """(p50, p99) of the recent latencies in ms."""
         with self._lock:
             window = list(self.latency_ms)
         return percentile(window, 50), percentile(window, 99)
+
+    def totals(self) -> dict[str, int]:
+        """Every counter at once, read consistently."""
+        with self._lock:
+            return {name: getattr(self, name) for name in (*_PERIOD_COUNTERS, 'skipped')}

@@ -51,9 +51,9 @@ def test_runtime_changes_are_validated_then_applied(context, model_path):
         assert not refused.successful and 'overlay_alpha' in refused.reason
         assert node.get_parameter('overlay_alpha').value == 0.5
         assert node.set_parameters([Parameter('overlay_alpha', value=0.8)])[0].successful
-        assert node._overlay_alpha == 0.8
+        assert node.settings.overlay_alpha == 0.8
         assert node.set_parameters([Parameter('publish_overlay', value=False)])[0].successful
-        assert 'overlay' not in node._outputs
+        assert 'overlay' not in node.settings.outputs
         read_only = node.set_parameters([Parameter('image_topics', value=['/x/image'])])[0]
         assert not read_only.successful
     finally:

@@ -1,0 +1,301 @@
+"""The node's ROS wiring, shared by the plain node (``node.py``) and the managed one (``managed.py``).
+
+Stages, in order: ``_declare_parameters`` (construction), ``_configure`` (model, publishers,
+worker, diagnostics), ``_activate`` (image subscriptions), ``_deactivate``, ``_cleanup``. The
+plain node runs the first three in its constructor; the managed node runs them on lifecycle
+transitions.
+
+Threads: subscription, timer, parameter and guard-condition callbacks all run on the executor
+thread and stay short; inference runs on the worker (``pipeline.py``); a model requested at
+runtime loads on a thread of its own (``model_loader.py``) and is handed back to the executor
+thread through a guard condition, which switches to it between two batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from seg_node.camera_io import CameraIO, labels_message, qos
+from seg_node.diagnostics import Limits, camera_status, engine_status
+from seg_node.engine import EngineError
+from seg_node.frame_queue import LatestFrameSlots, PendingFrame
+from seg_node.model_file import ModelFileError
+from seg_node.model_loader import ActiveModel, BackgroundLoad, ModelRequest, build_model
+from seg_node.pipeline import FramePipeline, InferenceWorker
+from seg_node.prepost import MASK_AT_MODEL
+from seg_node.settings import (
+    MODEL_PARAMS,
+    PARAMETERS,
+    NodeSettings,
+    ParamSpec,
+    SettingsError,
+    check_parameter,
+    settings_from_values,
+)
+from seg_node.supervisor import EngineSupervisor
+
+_TYPES = {
+    'bool': Parameter.Type.BOOL, 'int': Parameter.Type.INTEGER, 'double': Parameter.Type.DOUBLE,
+    'string': Parameter.Type.STRING, 'string_array': Parameter.Type.STRING_ARRAY,
+    'integer_array': Parameter.Type.INTEGER_ARRAY, 'double_array': Parameter.Type.DOUBLE_ARRAY,
+}
+_SPECS = {spec.name: spec for spec in PARAMETERS}
+# How long shutting down waits for the batch in flight: the issue allows 2 s for all of it.
+STOP_TIMEOUT_S = 1.0
+
+
+class StartupError(RuntimeError):
+    """The node cannot start; the message is one sentence for the operator."""
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    description = spec.description
+    if spec.choices:
+        description += f' One of: {", ".join(spec.choices)}.'
+    if spec.reloads_model:
+        description += ' A change loads the model anew and switches once it loaded.'
+    descriptor = ParameterDescriptor(name=spec.name, type=_TYPES[spec.type].value,
+                                     description=description, read_only=spec.read_only)
+    if spec.int_range:
+        descriptor.integer_range = [IntegerRange(from_value=spec.int_range[0], to_value=spec.int_range[1])]
+    if spec.float_range:
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=spec.float_range[0], to_value=spec.float_range[1])]
+    return descriptor
+
+
+def model_request(settings: NodeSettings) -> ModelRequest:
+    """What ``settings`` ask the engine to run."""
+    return ModelRequest(settings.model_path, settings.model_sha256, settings.engine, settings.overrides,
+                        settings.model_request())
+
+
+class SegmentationCore:
+    """Parameters, model, cameras, worker and diagnostics; mixed into an rclpy Node or LifecycleNode."""
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _declare_parameters(self: Any) -> None:
+        """Declare every parameter (raise StartupError on a bad value) and the callbacks."""
+        self._values = {spec.name: self._declare(spec) for spec in PARAMETERS}
+        self._model_values: dict[str, Any] = {}  # model parameters of the running model
+        self.settings: NodeSettings | None = None  # None while unconfigured
+        self.supervisor: EngineSupervisor | None = None
+        self.cameras: dict[str, CameraIO] = {}
+        self.pipeline: FramePipeline | None = None
+        self._worker: InferenceWorker | None = None
+        self._loading: BackgroundLoad | None = None
+        self._diagnostics = self._diagnostics_timer = None
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._model_loaded = self.create_guard_condition(self._on_model_loaded)
+
+    def _declare(self: Any, spec: ParamSpec) -> Any:
+        default = spec.default if spec.default is not None else _TYPES[spec.type]
+        try:
+            return self.declare_parameter(spec.name, default, _descriptor(spec)).value
+        except Exception as err:  # noqa: BLE001 - rclpy raises several unrelated types here
+            bounds = spec.float_range or spec.int_range
+            if bounds and 'out of range' in str(err):
+                reason = f'must be in [{bounds[0]}, {bounds[1]}]'
+            else:
+                reason = f'expects a value of type {spec.type} ({type(err).__name__})'
+            raise StartupError(f'parameter {spec.name} {reason}') from None
+
+    # -- lifecycle stages ---------------------------------------------------------------------
+
+    def _configure(self: Any) -> None:
+        """Validate the parameters, build the model, create publishers, start the worker."""
+        try:
+            settings = settings_from_values(self._values)
+            model = build_model(model_request(settings))
+        except (SettingsError, ModelFileError, EngineError) as err:
+            raise StartupError(str(err)) from None
+        self.settings = settings
+        self.supervisor = EngineSupervisor(model, self.get_logger(),
+                                           fallback_after=settings.cpu_fallback_after)
+        self._model_values = {name: self._values[name] for name in MODEL_PARAMS}
+        self._log_model(model)
+        labels = labels_message(model.engine.spec, model.path)
+        output_qos = qos(settings.output_reliability, settings.output_depth)
+        self.cameras = {topic: CameraIO(self, topic, output_qos=output_qos, labels=labels)
+                        for topic in settings.image_topics}
+        for camera in self.cameras.values():
+            camera.want_camera_info(settings.mask_resolution == MASK_AT_MODEL)
+        self.pipeline = FramePipeline(self.cameras, self.supervisor, lambda: self.settings, self.get_logger(),
+                                      running=self.context.ok)
+        self._worker = InferenceWorker(LatestFrameSlots(), self.pipeline)
+        self._worker.start()
+        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics_timer = self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics)
+
+    def _activate(self: Any) -> None:
+        """Subscribe to every camera."""
+        input_qos = qos(self.settings.input_reliability, self.settings.input_depth)
+        for camera in self.cameras.values():
+            camera.subscribe(self._on_frame, input_qos)
+        self.get_logger().info(f'segmenting {", ".join(self.cameras)}')
+
+    def _deactivate(self: Any) -> None:
+        """Unsubscribe from every camera; frames already taken still finish."""
+        for camera in self.cameras.values():
+            camera.unsubscribe()
+        self.get_logger().info('inactive: not subscribed to any camera')
+
+    def _cleanup(self: Any) -> None:
+        """Free what ``_configure`` created (idempotent; also after a partial configure)."""
+        self.stop()
+        for camera in self.cameras.values():
+            camera.destroy()
+        self.cameras = {}
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+        if self._diagnostics is not None:
+            self.destroy_publisher(self._diagnostics)
+        self._diagnostics = self._diagnostics_timer = None
+        self._loading = None  # a load in flight finishes unseen
+        self.settings = self.supervisor = self.pipeline = self._worker = None
+
+    def stop(self: Any) -> None:
+        """Stop the inference worker, waiting briefly for the batch in flight (idempotent)."""
+        if self._worker is not None:
+            self._worker.stop(STOP_TIMEOUT_S)
+
+    def _log_model(self: Any, model: ActiveModel) -> None:
+        spec = model.engine.spec
+        size = list(spec.input_size) if spec.input_size else 'native size'
+        self.get_logger().info(
+            f'model {model.path} ({spec.num_classes} classes, input {size}) on {model.engine.provider}')
+
+    # -- callbacks: short, on the executor thread ---------------------------------------------
+
+    def _on_frame(self: Any, topic: str, msg: Any) -> None:
+        camera = self.cameras[topic]
+        camera.stats.count('received')
+        if self._worker.slots.put(PendingFrame(topic, msg, time.monotonic())):
+            camera.stats.count('dropped')
+
+    def _publish_diagnostics(self: Any) -> None:
+        self._diagnostics.publish(self.diagnostic_array())
+
+    def diagnostic_array(self: Any) -> DiagnosticArray:
+        """The /diagnostics message for now (each call starts a new rate period)."""
+        now = time.monotonic()
+        limits = Limits(self.settings.silence_timeout_s, self.settings.drop_warn_fraction)
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [camera_status(camera.namespace or topic, topic, camera.stats, now, limits,
+                                    active=camera.active)
+                      for topic, camera in self.cameras.items()]
+        stage_ms = {stage: list(samples) for stage, samples in self.pipeline.stage_ms.items()}
+        msg.status.append(engine_status(self.supervisor.health(), stage_ms))
+        return msg
+
+    # -- runtime parameters -------------------------------------------------------------------
+
+    def _validate_parameters(self: Any, params: list[Parameter]) -> SetParametersResult:
+        ours = {p.name: p.value for p in params if p.name in _SPECS}
+        try:
+            for name, value in ours.items():
+                check_parameter(name, value)
+            if self.settings is not None:  # configured: the whole set must stay valid together
+                self._check_model_change(settings_from_values(self._values | ours))
+        except SettingsError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    def _check_model_change(self: Any, settings: NodeSettings) -> None:
+        if settings.model_request() == self.supervisor.model.request.key:
+            return
+        if self._loading is not None:
+            msg = f'model {self._loading.request.path!r} is still loading; set again once it finished'
+            raise SettingsError(msg)
+        if not Path(settings.model_path).expanduser().is_file():
+            msg = f'model file {settings.model_path!r} does not exist'
+            raise SettingsError(msg)
+
+    def _apply_parameters(self: Any, params: list[Parameter]) -> None:
+        ours = {p.name: p.value for p in params if p.name in _SPECS}
+        self._values.update(ours)
+        if self.settings is None or not ours:
+            return  # unconfigured: configure reads the values
+        previous, self.settings = self.settings, settings_from_values(self._values)
+        self._apply_settings(previous, self.settings)
+        if self.settings.model_request() != self.supervisor.model.request.key:
+            self._start_model_load(self.settings)
+
+    def _apply_settings(self: Any, previous: NodeSettings, settings: NodeSettings) -> None:
+        """Carry runtime changes to what does not read ``self.settings`` on every frame."""
+        if settings.diagnostics_period_s != previous.diagnostics_period_s:
+            self._diagnostics_timer.timer_period_ns = int(settings.diagnostics_period_s * 1e9)
+        if settings.mask_resolution != previous.mask_resolution:
+            for camera in self.cameras.values():
+                camera.want_camera_info(settings.mask_resolution == MASK_AT_MODEL)
+        self.supervisor.fallback_after = settings.cpu_fallback_after
+
+    # -- switching the model at runtime -------------------------------------------------------
+
+    def _start_model_load(self: Any, settings: NodeSettings) -> None:
+        running = self.supervisor.model.path
+        self.get_logger().info(f'loading model {settings.model_path} beside the running {running}')
+        self.supervisor.note_switch(f'loading {settings.model_path}')
+        self._loading = BackgroundLoad(model_request(settings), done=self._model_loaded.trigger)
+        self._loading.start()
+
+    def _on_model_loaded(self: Any) -> None:
+        load = self._loading
+        if load is None or not load.finished or self.supervisor is None:
+            return
+        self._loading = None
+        if load.model is None:
+            self._model_switch_failed(load)
+            return
+        self.supervisor.switch_to(load.model)
+        self._model_values = {name: self._values[name] for name in MODEL_PARAMS}
+        labels = labels_message(load.model.engine.spec, load.model.path)
+        for camera in self.cameras.values():
+            camera.publish_labels(labels)
+        self.supervisor.note_switch(f'switched to {load.model.path}')
+        self._log_model(load.model)
+
+    def _model_switch_failed(self: Any, load: BackgroundLoad) -> None:
+        running = self.supervisor.model.path
+        text = f'switch to {load.request.path} failed: {load.error}; still running {running}'
+        self.supervisor.note_switch(text, failed=True)
+        self.get_logger().error(f'model {text}')
+        # Put the parameters back so that they name the model that really runs. Unset values
+        # (None) cannot be set again; they only ever stay unset.
+        revert = [Parameter(name, value=value) for name, value in self._model_values.items()
+                  if value is not None and self._values[name] != value]
+        if revert:
+            self.set_parameters(revert)
+
+
+def spin(make_node: Callable[[], Node], args: list[str] | None) -> int:
+    """Run a node until SIGINT/SIGTERM; 1 with one sentence if it cannot start, else 0."""
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = make_node()
+            except StartupError as err:
+                rclpy.logging.get_logger('seg_node').fatal(str(err))
+                return 1
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.stop()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0

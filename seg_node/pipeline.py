@@ -1,0 +1,169 @@
+"""The inference worker: waiting frames -> RGB -> engine (one batch) -> rendered outputs -> publish.
+
+Runs on its own thread, never on the executor. Every frame it takes ends counted exactly once:
+processed, rejected (bad input), failed (engine error) or skipped (no subscriber).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from seg_node.camera_io import CameraIO
+from seg_node.conversion import ImageConversionError, message_to_rgb
+from seg_node.frame_queue import LatestFrameSlots, PendingFrame
+from seg_node.prepost import render_outputs
+from seg_node.settings import NodeSettings
+from seg_node.supervisor import EngineSupervisor, InferenceError
+
+STAGES = ('convert', 'preprocess', 'inference', 'render', 'publish')
+
+
+@dataclass
+class Job:
+    """One converted frame on its way through the engine."""
+
+    camera: CameraIO
+    frame: PendingFrame
+    rgb: np.ndarray
+    outputs: set[str]
+
+
+class FramePipeline:
+    """Turns a set of waiting frames into published outputs (no thread of its own)."""
+
+    def __init__(self, cameras: Mapping[str, CameraIO], supervisor: EngineSupervisor,
+                 settings: Callable[[], NodeSettings], logger: Any, *,
+                 running: Callable[[], bool] = lambda: True) -> None:
+        self.cameras = cameras
+        self.supervisor = supervisor
+        self.unexpected_errors = 0  # exceptions no rule foresaw; each cost one frame
+        self._settings = settings  # read once per batch: runtime changes apply between batches
+        self._logger = logger
+        self._running = running  # False once ROS shuts down: a failed publish then is expected
+        self.stage_ms = {stage: deque(maxlen=600) for stage in STAGES}
+
+    @property
+    def running(self) -> bool:
+        """False once ROS is shutting down."""
+        return self._running()
+
+    def process(self, frames: list[PendingFrame]) -> None:
+        """Convert, segment (in batches of at most ``max_batch``) and publish ``frames``."""
+        settings = self._settings()
+        jobs = [job for frame in frames if (job := self._prepare(frame, settings)) is not None]
+        limit = settings.max_batch or max(1, len(jobs))
+        for start in range(0, len(jobs), limit):
+            self._segment_and_publish(jobs[start:start + limit], settings)
+
+    def _prepare(self, frame: PendingFrame, settings: NodeSettings) -> Job | None:
+        camera = self.cameras[frame.camera]
+        outputs = camera.wanted(settings.outputs)
+        if not outputs:
+            camera.stats.count('skipped')
+            return None
+        t0 = time.perf_counter()
+        try:
+            rgb = message_to_rgb(frame.message)
+        except ImageConversionError as err:
+            self._reject(camera, str(err), settings)
+            return None
+        except Exception as err:  # noqa: BLE001 - a converter bug costs this frame, not the batch
+            self.unexpected('converting a frame')
+            self._reject(camera, f'conversion failed ({type(err).__name__}: {err})', settings)
+            return None
+        self.stage_ms['convert'].append((time.perf_counter() - t0) * 1e3)
+        return Job(camera, frame, rgb, outputs)
+
+    def _reject(self, camera: CameraIO, reason: str, settings: NodeSettings) -> None:
+        camera.stats.reject(reason)
+        if camera.should_warn('reject', settings.warn_throttle_s):
+            self._logger.warning(f'{camera.topic}: frame rejected: {reason}')
+
+    def _segment_and_publish(self, jobs: list[Job], settings: NodeSettings) -> None:
+        want_confidence = any('confidence' in job.outputs for job in jobs)
+        try:
+            results, model = self.supervisor.segment([job.rgb for job in jobs],
+                                                     want_confidence=want_confidence)
+        except InferenceError as err:
+            for job in jobs:
+                self._fail(job, f'inference failed, frame dropped ({err})', settings)
+            return
+        timing = model.engine.last_timing
+        self.stage_ms['preprocess'].append(timing.preprocess_ms / len(jobs))
+        self.stage_ms['inference'].append(timing.inference_ms / len(jobs))
+        for job, result in zip(jobs, results, strict=True):
+            try:
+                self._render_and_publish(job, result, model.lut, settings)
+            except Exception as err:  # noqa: BLE001 - one frame's failure must not lose the others
+                if not self.running:
+                    return  # ROS is shutting down under us: nothing left to publish to
+                self.unexpected('rendering or publishing a frame')
+                self._fail(job, f'output failed, frame dropped ({type(err).__name__}: {err})', settings)
+
+    def _render_and_publish(self, job: Job, result: Any, lut: np.ndarray, settings: NodeSettings) -> None:
+        t0 = time.perf_counter()
+        rendered = render_outputs(job.rgb, result, lut, outputs=job.outputs,
+                                  overlay_alpha=settings.overlay_alpha,
+                                  mask_resolution=settings.mask_resolution, buffer=job.camera.buffer)
+        t1 = time.perf_counter()
+        job.camera.publish(rendered, job.frame.message.header)
+        t2 = time.perf_counter()
+        self.stage_ms['render'].append((t1 - t0) * 1e3)
+        self.stage_ms['publish'].append((t2 - t1) * 1e3)
+        job.camera.stats.count('processed')
+        job.camera.stats.record_latency((time.monotonic() - job.frame.receive_time) * 1e3)
+
+    def _fail(self, job: Job, reason: str, settings: NodeSettings) -> None:
+        job.camera.stats.count('failed')
+        if job.camera.should_warn('engine', settings.warn_throttle_s):
+            self._logger.error(f'{job.camera.topic}: {reason}')
+
+    def unexpected(self, what: str) -> None:
+        """Count and log (with its traceback) an exception no rule foresaw."""
+        self.unexpected_errors += 1
+        self._logger.error(f'unexpected error while {what}:\n{traceback.format_exc()}',
+                           throttle_duration_sec=5.0)
+
+
+class InferenceWorker:
+    """The thread that feeds the pipeline from the latest-frame slots."""
+
+    def __init__(self, slots: LatestFrameSlots, pipeline: FramePipeline) -> None:
+        self.slots = slots
+        self.pipeline = pipeline
+        self._thread = threading.Thread(target=self._work, name='seg_node_inference', daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop taking frames and wait up to ``timeout`` s for the batch in flight (idempotent)."""
+        self.slots.close()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread.is_alive()
+
+    def _work(self) -> None:
+        while not self.slots.closed:
+            frames = self.slots.take_all(timeout=0.2)
+            if not frames:
+                continue
+            try:
+                self.pipeline.process(frames)
+            except Exception:  # noqa: BLE001 - the worker must outlive any one bad batch
+                if self.slots.closed or not self.pipeline.running:
+                    return  # raced with shutdown: nothing to report
+                self.pipeline.unexpected(f'processing {len(frames)} frame(s); they are dropped')
