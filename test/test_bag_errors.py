@@ -109,6 +109,10 @@ def test_a_topic_of_the_wrong_type_to_label(capsys, tmp_path, bag, model):
 
 def test_eval_of_a_bag_without_masks_or_ground_truth(capsys, tmp_path, bag):
     assert_one_sentence(*run(capsys, 'eval', bag), 'has no mask topic')
+    images_only = tmp_path / 'images'
+    with BagWriter(images_only) as out:
+        out.write('/cam_front/image_raw', messages.image(messages.header(1, 'f'), np.zeros((2, 2, 3), np.uint8)), 1)
+    assert_one_sentence(*run(capsys, 'eval', images_only), 'has no ground-truth topic')
     assert_one_sentence(*run(capsys, 'eval', bag, '--truth', bag / '..' / 'nope'), 'does not exist')
 
 

@@ -71,6 +71,11 @@ def connections_for(reader: AnyReader, topic: str,
     return found
 
 
+def read(reader: AnyReader, connections: list[Connection]) -> Iterator[tuple[Connection, int, bytes]]:
+    """The messages of ``connections`` in log order; none for an empty list (rosbags would read all)."""
+    return reader.messages(connections=connections) if connections else iter(())
+
+
 @contextmanager
 def open_bag(path: str | Path) -> Iterator[AnyReader]:
     """Open a rosbag2 directory for reading; a missing or corrupt bag raises BagError."""

@@ -26,6 +26,7 @@ from seg_node.bag.bagio import (
     frame_key,
     namespace_of,
     open_bag,
+    read,
 )
 from seg_node.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from seg_node.prepost import resize_nearest
@@ -77,7 +78,7 @@ def class_table(reader: Any) -> ClassTable:
     """The first JSON labels message in the bag (the node's format), else Cityscapes."""
     conns = [c for c in reader.connections
              if c.topic.endswith(f'/segmentation/{topics.LABELS}') and c.msgtype == 'std_msgs/msg/String']
-    for conn, _, raw in reader.messages(connections=conns):
+    for conn, _, raw in read(reader, conns):
         try:
             table = json.loads(reader.deserialize(raw, conn.msgtype).data)['classes']
             return ClassTable(tuple(c['name'] for c in table), tuple(tuple(c['color']) for c in table))
@@ -101,7 +102,7 @@ def mask_of(topic: str, msg: Any) -> np.ndarray:
 
 def _read_truth(reader: Any) -> dict[str, dict[tuple[int, str], np.ndarray]]:
     truth: dict[str, dict[tuple[int, str], np.ndarray]] = {}
-    for conn, _, raw in reader.messages(connections=_topics_ending(reader, TRUTH)):
+    for conn, _, raw in read(reader, _topics_ending(reader, TRUTH)):
         msg = reader.deserialize(raw, conn.msgtype)
         frames = truth.setdefault(namespace_of(conn.topic), {})
         frames[frame_key(msg.header)] = mask_of(conn.topic, msg).copy()
@@ -126,7 +127,7 @@ def evaluate_bag(bag: str | Path, *, truth_bag: str | Path | None = None) -> Eva
         confusion = ConfusionMatrix(len(table.names))
         cameras = {ns: CameraEval(ns, truth_frames=len(frames)) for ns, frames in truth.items()}
         seen: set[tuple[str, tuple[int, str]]] = set()
-        for conn, logged, raw in reader.messages(connections=masks):
+        for conn, logged, raw in read(reader, masks):
             ns = namespace_of(conn.topic)
             camera = cameras.setdefault(ns, CameraEval(ns))
             msg = reader.deserialize(raw, conn.msgtype)
@@ -156,7 +157,7 @@ def evaluate_bag(bag: str | Path, *, truth_bag: str | Path | None = None) -> Eva
 def _input_receipts(reader: Any, image_topics: Iterable[str]) -> dict[tuple[str, tuple[int, str]], int]:
     conns = [c for c in reader.connections if c.topic in set(image_topics)]
     receipts = {}
-    for conn, logged, raw in reader.messages(connections=conns):
+    for conn, logged, raw in read(reader, conns):
         receipts[conn.topic, frame_key(reader.deserialize(raw, conn.msgtype).header)] = logged
     return receipts
 
@@ -175,7 +176,7 @@ def last_diagnostics(bag: str | Path) -> dict[str, dict[str, str]]:
     latest: dict[str, dict[str, str]] = {}
     with open_bag(bag) as reader:
         conns = [c for c in reader.connections if c.msgtype == 'diagnostic_msgs/msg/DiagnosticArray']
-        for conn, _, raw in reader.messages(connections=conns):
+        for conn, _, raw in read(reader, conns):
             for status in reader.deserialize(raw, conn.msgtype).status:
                 latest[status.name] = {kv.key: kv.value for kv in status.values}
     return latest

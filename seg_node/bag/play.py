@@ -28,7 +28,7 @@ from rosgraph_msgs.msg import Clock
 from tqdm import tqdm
 
 from seg_node import topics
-from seg_node.bag.bagio import BagError, BagWriter, connections_for, open_bag, prepare_output
+from seg_node.bag.bagio import BagError, BagWriter, connections_for, open_bag, prepare_output, read
 
 RECORD_DEPTH = 100  # deep enough that a slow disk write never makes a reliable writer block long
 
@@ -305,7 +305,7 @@ def _play(reader: Any, connections: list, publishers: dict, clock: tuple | None,
         first = None
         t0 = time.monotonic()
         with tqdm(total=total, desc='play', unit='msg', disable=None) as progress:
-            for conn, stamp, raw in reader.messages(connections=connections):
+            for conn, stamp, raw in read(reader, connections):
                 progress.update()
                 if first is None:
                     first = stamp + offset_ns

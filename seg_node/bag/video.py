@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from seg_node.bag.bagio import BagError, camera_image_topics, frame_key, namespace_of, open_bag, prepare_file
+from seg_node.bag.bagio import BagError, camera_image_topics, frame_key, namespace_of, open_bag, prepare_file, read
 from seg_node.bag.evaluate import ClassTable, class_table, mask_of
 from seg_node.conversion import ImageConversionError, message_to_rgb
 
@@ -93,7 +93,7 @@ def _timeline(reader: Any, cameras: list[str], plan: dict,
     parts: dict[tuple[str, tuple[int, str]], set[str]] = {}
     present = np.zeros(256, bool)
     conns = [c for c in reader.connections if c.topic in part_of or c.topic in mask_topics]
-    for conn, _, raw in reader.messages(connections=conns):
+    for conn, _, raw in read(reader, conns):
         msg = reader.deserialize(raw, conn.msgtype)
         if conn.topic in mask_topics:
             present[np.bincount(mask_of(conn.topic, msg).ravel(), minlength=256) > 0] = True
@@ -209,7 +209,7 @@ def write_video(bag: str | Path, out: str | Path, options: VideoOptions) -> Vide
 
 def _tile_size(reader: Any, overlay_topic: str) -> tuple[int, int]:
     conns = [c for c in reader.connections if c.topic == overlay_topic]
-    for conn, _, raw in reader.messages(connections=conns):
+    for conn, _, raw in read(reader, conns):
         msg = reader.deserialize(raw, conn.msgtype)
         scale = min(1.0, 480 / msg.width)  # keep composites of many cameras a sane size
         return max(2, round(msg.width * scale) // 2 * 2), max(2, round(msg.height * scale) // 2 * 2)
@@ -246,7 +246,7 @@ def _stream(reader: Any, cameras: list[str], plan: dict, *, slots: dict, expecte
             progress.update()
 
     try:
-        for conn, _, raw in reader.messages(connections=conns):
+        for conn, _, raw in read(reader, conns):
             ns, part = topic_part[conn.topic]
             msg = reader.deserialize(raw, conn.msgtype)
             k = slots.get((ns, frame_key(msg.header)))
