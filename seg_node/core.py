@@ -182,7 +182,7 @@ class SegmentationCore:
     def _on_frame(self: Any, topic: str, msg: Any) -> None:
         camera = self.cameras[topic]
         camera.stats.count('received')
-        if self._worker.slots.put(PendingFrame(topic, msg, time.monotonic())):
+        if self._worker.slots.put(PendingFrame(topic, msg, time.monotonic())) is not None:
             camera.stats.count('dropped')
 
     def _publish_diagnostics(self: Any) -> None:

@@ -29,10 +29,10 @@ class LatestFrameSlots:
         self._ready = threading.Condition()
         self._closed = False
 
-    def put(self, frame: PendingFrame) -> bool:
-        """Store ``frame``; return True if it replaced an unprocessed one (a drop)."""
+    def put(self, frame: PendingFrame) -> PendingFrame | None:
+        """Store ``frame``; return the unprocessed frame it replaced (a drop), if any."""
         with self._ready:
-            replaced = frame.camera in self._pending
+            replaced = self._pending.get(frame.camera)
             self._pending[frame.camera] = frame
             self._ready.notify()
         return replaced

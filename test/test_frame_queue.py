@@ -8,9 +8,9 @@ from seg_node.frame_queue import LatestFrameSlots, PendingFrame
 
 def test_a_newer_frame_replaces_the_waiting_one_per_camera():
     slots = LatestFrameSlots()
-    assert slots.put(PendingFrame('a', 1, 0.0)) is False
-    assert slots.put(PendingFrame('a', 2, 0.1)) is True
-    assert slots.put(PendingFrame('b', 3, 0.2)) is False
+    assert slots.put(PendingFrame('a', 1, 0.0)) is None
+    assert slots.put(PendingFrame('a', 2, 0.1)).message == 1
+    assert slots.put(PendingFrame('b', 3, 0.2)) is None
     taken = {f.camera: f.message for f in slots.take_all(timeout=0)}
     assert taken == {'a': 2, 'b': 3}
     assert slots.take_all(timeout=0) == []
