@@ -21,6 +21,7 @@ class ManagedSegmentationNode(SegmentationCore, LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__('seg_node', **kwargs)
         self._declare_parameters()
+        self.get_logger().info('unconfigured: waiting for the configure transition')
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Build the model, publishers and worker.

@@ -31,8 +31,9 @@ def wait_for(condition: Callable[[], bool], timeout: float, period: float = 0.02
 class NodeProcess:
     """``seg_node`` as its own process, as a user runs it."""
 
-    def __init__(self, params: dict[str, object], *, extra_args: list[str] | None = None) -> None:
-        args = [sys.executable, '-m', 'seg_node.node', '--ros-args']
+    def __init__(self, params: dict[str, object], *, extra_args: list[str] | None = None,
+                 module: str = 'seg_node.node') -> None:
+        args = [sys.executable, '-m', module, '--ros-args']
         for name, value in params.items():
             args += ['-p', f'{name}:={_param_text(value)}']
         args += extra_args or []
@@ -52,9 +53,9 @@ class NodeProcess:
         """Everything the process printed so far."""
         return '\n'.join(self.lines)
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait until the node logs that it is segmenting (or fail with its output)."""
-        if not wait_for(lambda: 'segmenting' in self.output or self.proc.poll() is not None, timeout):
+    def wait_ready(self, timeout: float = 30.0, marker: str = 'segmenting') -> None:
+        """Wait until the node logs ``marker`` (by default: that it is segmenting), or fail with its output."""
+        if not wait_for(lambda: marker in self.output or self.proc.poll() is not None, timeout):
             raise AssertionError(f'seg_node did not start:\n{self.output}')
         if self.proc.poll() is not None:
             raise AssertionError(f'seg_node exited with {self.proc.returncode}:\n{self.output}')
