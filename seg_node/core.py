@@ -277,8 +277,8 @@ class SegmentationCore:
         # (None) cannot be set again; they only ever stay unset.
         revert = [Parameter(name, value=value) for name, value in self._model_values.items()
                   if value is not None and self._values[name] != value]
-        if revert:
-            self.set_parameters(revert)
+        if revert:  # atomically: one at a time, the first would ask for yet another model
+            self.set_parameters_atomically(revert)
 
 
 def spin(make_node: Callable[[], Node], args: list[str] | None) -> int:
