@@ -27,6 +27,11 @@ lint: setup
 test: setup-train lint
 	$(ISOLATED) $(PY) -m pytest -q test
 
+# Two cameras at 30 Hz through the node for 30 minutes (a 2-minute run is part of make test).
+.PHONY: soak
+soak: setup
+	$(ISOLATED) $(PY) -m pytest -q test -m soak --soak-minutes 30
+
 demo: setup-train
 	$(ISOLATED) $(PY) -m seg_node.demo
 
