@@ -19,6 +19,7 @@ LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ('log_level', 'info', 'Node log level: debug, info, warn, error or fatal.'),
 )
 LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
+BAG_START_DELAY_S = 3.0
 
 
 class LaunchArgumentError(ValueError):
@@ -73,7 +74,9 @@ def launch_plan(arguments: Mapping[str, str], share_dir: str | Path) -> LaunchPl
         raise LaunchArgumentError(msg)
     bag_command = None
     if values['bag']:
-        bag_command = ['ros2', 'bag', 'play', values['bag']] + (['--clock'] if use_sim_time else [])
+        # The delay leaves the node time to load its model before the first frame is played.
+        bag_command = ['ros2', 'bag', 'play', values['bag'], '--delay', str(BAG_START_DELAY_S)]
+        bag_command += ['--clock'] if use_sim_time else []
     return LaunchPlan(
         parameters=[params_file, overrides],
         node_arguments=['--ros-args', '--log-level', values['log_level']],

@@ -80,7 +80,7 @@ def test_launch_plan_maps_arguments_onto_parameters():
     assert overrides == {'use_sim_time': True, 'model_path': '/m.onnx', 'image_topics': [
         '/cam_front/image_raw', '/cam_left/image_raw', '/rig/cam3/image_raw/compressed']}
     assert plan.rviz_config == '/share/seg_node/rviz/camera_seg.rviz'
-    assert plan.bag_command == ['ros2', 'bag', 'play', '/drive', '--clock']
+    assert plan.bag_command == ['ros2', 'bag', 'play', '/drive', '--delay', '3.0', '--clock']
     default = launch_plan({}, '/s')
     assert default.parameters == ['/s/config/camera_seg.yaml', {'use_sim_time': False}]
     assert default.rviz_config is None and default.bag_command is None
