@@ -132,9 +132,10 @@ class SegmentationCore:
                         for topic in settings.image_topics}
         for camera in self.cameras.values():
             camera.want_camera_info(settings.mask_resolution == MASK_AT_MODEL)
+        slots = LatestFrameSlots()
         self.pipeline = FramePipeline(self.cameras, self.supervisor, lambda: self.settings, self.get_logger(),
-                                      running=self.context.ok)
-        self._worker = InferenceWorker(LatestFrameSlots(), self.pipeline)
+                                      running=lambda: self.context.ok() and not slots.closed)
+        self._worker = InferenceWorker(slots, self.pipeline)
         self._worker.start()
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diagnostics_timer = self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics)
@@ -249,8 +250,15 @@ class SegmentationCore:
         running = self.supervisor.model.path
         self.get_logger().info(f'loading model {settings.model_path} beside the running {running}')
         self.supervisor.note_switch(f'loading {settings.model_path}')
-        self._loading = BackgroundLoad(model_request(settings), done=self._model_loaded.trigger)
+        self._loading = BackgroundLoad(model_request(settings), done=self._notify_model_loaded)
         self._loading.start()
+
+    def _notify_model_loaded(self: Any) -> None:
+        """Hand a finished load to the executor thread (runs on the loading thread)."""
+        try:
+            self._model_loaded.trigger()
+        except Exception:  # noqa: BLE001 - the node shut down while the model loaded: nobody waits
+            return
 
     def _on_model_loaded(self: Any) -> None:
         load = self._loading

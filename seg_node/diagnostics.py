@@ -42,7 +42,7 @@ def camera_problems(stats: CameraStats, period: Period, now: float, limits: Limi
     """(level, reason) for each thing wrong with one active camera in the last period."""
     problems = []
     if period.failed:
-        problems.append((ERROR, f'engine failed on {period.failed} frame(s)'))
+        problems.append((ERROR, f'{period.failed} frame(s) failed in the engine or on output'))
     silent = stats.silent_for(now)
     if limits.silence_timeout_s > 0 and silent > limits.silence_timeout_s:
         problems.append((ERROR, f'no frames for {silent:.1f} s'))

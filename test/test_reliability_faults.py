@@ -50,7 +50,7 @@ def test_an_engine_error_drops_that_frame_only_and_is_logged_counted_and_reporte
         assert run.node.pipeline.unexpected_errors == 0
 
         camera, engine = failing['seg_node: /cam_front'], failing['seg_node: engine']
-        assert camera.level == ERROR and 'engine failed on 2 frame(s)' in camera.message
+        assert camera.level == ERROR and '2 frame(s) failed in the engine' in camera.message
         assert engine.level == ERROR and 'CUDA failure 700' in engine.message
         assert values(engine)['consecutive_failures'] == '2'
         healthy = run.statuses()  # a new period: frames 4 and 5 went through
