@@ -80,12 +80,15 @@ def model_request(settings: NodeSettings) -> ModelRequest:
                         settings.model_request())
 
 
-class SegmentationCore:
-    """Parameters, model, cameras, worker and diagnostics; mixed into an rclpy Node or LifecycleNode."""
+class SegmentationCore(Node):
+    """Parameters, model, cameras, worker and diagnostics of a Node or (mixed in first) a LifecycleNode.
+
+    Holds no ``__init__`` of its own: subclasses construct their rclpy base, then call the stages.
+    """
 
     # -- construction -------------------------------------------------------------------------
 
-    def _declare_parameters(self: Any) -> None:
+    def _declare_parameters(self) -> None:
         """Declare every parameter (raise StartupError on a bad value) and the callbacks."""
         self._values = {spec.name: self._declare(spec) for spec in PARAMETERS}
         self._model_values: dict[str, Any] = {}  # model parameters of the running model
@@ -100,7 +103,7 @@ class SegmentationCore:
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._model_loaded = self.create_guard_condition(self._on_model_loaded)
 
-    def _declare(self: Any, spec: ParamSpec) -> Any:
+    def _declare(self, spec: ParamSpec) -> Any:
         default = spec.default if spec.default is not None else _TYPES[spec.type]
         try:
             return self.declare_parameter(spec.name, default, _descriptor(spec)).value
@@ -114,7 +117,7 @@ class SegmentationCore:
 
     # -- lifecycle stages ---------------------------------------------------------------------
 
-    def _configure(self: Any) -> None:
+    def _configure(self) -> None:
         """Validate the parameters, build the model, create publishers, start the worker."""
         try:
             settings = settings_from_values(self._values)
@@ -140,20 +143,20 @@ class SegmentationCore:
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diagnostics_timer = self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics)
 
-    def _activate(self: Any) -> None:
+    def _activate(self) -> None:
         """Subscribe to every camera."""
         input_qos = qos(self.settings.input_reliability, self.settings.input_depth)
         for camera in self.cameras.values():
             camera.subscribe(self._on_frame, input_qos)
         self.get_logger().info(f'segmenting {", ".join(self.cameras)}')
 
-    def _deactivate(self: Any) -> None:
+    def _deactivate(self) -> None:
         """Unsubscribe from every camera; frames already taken still finish."""
         for camera in self.cameras.values():
             camera.unsubscribe()
         self.get_logger().info('inactive: not subscribed to any camera')
 
-    def _cleanup(self: Any) -> None:
+    def _cleanup(self) -> None:
         """Free what ``_configure`` created (idempotent; also after a partial configure)."""
         self.stop()
         for camera in self.cameras.values():
@@ -167,12 +170,12 @@ class SegmentationCore:
         self._loading = None  # a load in flight finishes unseen
         self.settings = self.supervisor = self.pipeline = self._worker = None
 
-    def stop(self: Any) -> None:
+    def stop(self) -> None:
         """Stop the inference worker, waiting briefly for the batch in flight (idempotent)."""
         if self._worker is not None:
             self._worker.stop(STOP_TIMEOUT_S)
 
-    def _log_model(self: Any, model: ActiveModel) -> None:
+    def _log_model(self, model: ActiveModel) -> None:
         spec = model.engine.spec
         size = list(spec.input_size) if spec.input_size else 'native size'
         self.get_logger().info(
@@ -180,16 +183,16 @@ class SegmentationCore:
 
     # -- callbacks: short, on the executor thread ---------------------------------------------
 
-    def _on_frame(self: Any, topic: str, msg: Any) -> None:
+    def _on_frame(self, topic: str, msg: Any) -> None:
         camera = self.cameras[topic]
         camera.stats.count('received')
         if self._worker.slots.put(PendingFrame(topic, msg, time.monotonic())) is not None:
             camera.stats.count('dropped')
 
-    def _publish_diagnostics(self: Any) -> None:
+    def _publish_diagnostics(self) -> None:
         self._diagnostics.publish(self.diagnostic_array())
 
-    def diagnostic_array(self: Any) -> DiagnosticArray:
+    def diagnostic_array(self) -> DiagnosticArray:
         """The /diagnostics message for now (each call starts a new rate period)."""
         now = time.monotonic()
         limits = Limits(self.settings.silence_timeout_s, self.settings.drop_warn_fraction)
@@ -204,7 +207,7 @@ class SegmentationCore:
 
     # -- runtime parameters -------------------------------------------------------------------
 
-    def _validate_parameters(self: Any, params: list[Parameter]) -> SetParametersResult:
+    def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
         ours = {p.name: p.value for p in params if p.name in _SPECS}
         try:
             for name, value in ours.items():
@@ -215,7 +218,7 @@ class SegmentationCore:
             return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)
 
-    def _check_model_change(self: Any, settings: NodeSettings) -> None:
+    def _check_model_change(self, settings: NodeSettings) -> None:
         if settings.model_request() == self.supervisor.model.request.key:
             return
         if self._loading is not None:
@@ -225,7 +228,7 @@ class SegmentationCore:
             msg = f'model file {settings.model_path!r} does not exist'
             raise SettingsError(msg)
 
-    def _apply_parameters(self: Any, params: list[Parameter]) -> None:
+    def _apply_parameters(self, params: list[Parameter]) -> None:
         ours = {p.name: p.value for p in params if p.name in _SPECS}
         self._values.update(ours)
         if self.settings is None or not ours:
@@ -235,7 +238,7 @@ class SegmentationCore:
         if self.settings.model_request() != self.supervisor.model.request.key:
             self._start_model_load(self.settings)
 
-    def _apply_settings(self: Any, previous: NodeSettings, settings: NodeSettings) -> None:
+    def _apply_settings(self, previous: NodeSettings, settings: NodeSettings) -> None:
         """Carry runtime changes to what does not read ``self.settings`` on every frame."""
         if settings.diagnostics_period_s != previous.diagnostics_period_s:
             self._diagnostics_timer.timer_period_ns = int(settings.diagnostics_period_s * 1e9)
@@ -246,21 +249,21 @@ class SegmentationCore:
 
     # -- switching the model at runtime -------------------------------------------------------
 
-    def _start_model_load(self: Any, settings: NodeSettings) -> None:
+    def _start_model_load(self, settings: NodeSettings) -> None:
         running = self.supervisor.model.path
         self.get_logger().info(f'loading model {settings.model_path} beside the running {running}')
         self.supervisor.note_switch(f'loading {settings.model_path}')
         self._loading = BackgroundLoad(model_request(settings), done=self._notify_model_loaded)
         self._loading.start()
 
-    def _notify_model_loaded(self: Any) -> None:
+    def _notify_model_loaded(self) -> None:
         """Hand a finished load to the executor thread (runs on the loading thread)."""
         try:
             self._model_loaded.trigger()
         except Exception:  # noqa: BLE001 - the node shut down while the model loaded: nobody waits
             return
 
-    def _on_model_loaded(self: Any) -> None:
+    def _on_model_loaded(self) -> None:
         load = self._loading
         if load is None or not load.finished or self.supervisor is None:
             return
@@ -276,7 +279,7 @@ class SegmentationCore:
         self.supervisor.note_switch(f'switched to {load.model.path}')
         self._log_model(load.model)
 
-    def _model_switch_failed(self: Any, load: BackgroundLoad) -> None:
+    def _model_switch_failed(self, load: BackgroundLoad) -> None:
         running = self.supervisor.model.path
         text = f'switch to {load.request.path} failed: {load.error}; still running {running}'
         self.supervisor.note_switch(text, failed=True)

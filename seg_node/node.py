@@ -12,14 +12,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from rclpy.node import Node
-
 from seg_node.core import SegmentationCore, StartupError, spin
 
 __all__ = ['SegmentationNode', 'StartupError', 'main']
 
 
-class SegmentationNode(SegmentationCore, Node):
+class SegmentationNode(SegmentationCore):
     """Segments every configured camera stream with one shared engine, from construction on."""
 
     def __init__(self, **kwargs: Any) -> None:
