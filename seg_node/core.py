@@ -129,19 +129,25 @@ class SegmentationCore(Node):
                                            fallback_after=settings.cpu_fallback_after)
         self._model_values = {name: self._values[name] for name in MODEL_PARAMS}
         self._log_model(model)
-        labels = labels_message(model.engine.spec, model.path)
+        self._create_cameras(settings, labels_message(model.engine.spec, model.path))
+        self._start_worker()
+        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics_timer = self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics)
+
+    def _create_cameras(self, settings: NodeSettings, labels: Any) -> None:
         output_qos = qos(settings.output_reliability, settings.output_depth)
         self.cameras = {topic: CameraIO(self, topic, output_qos=output_qos, labels=labels)
                         for topic in settings.image_topics}
         for camera in self.cameras.values():
             camera.want_camera_info(settings.mask_resolution == MASK_AT_MODEL)
+
+    def _start_worker(self) -> None:
         slots = LatestFrameSlots()
+        # The worker reads ``self.settings`` once per batch, so runtime changes apply between batches.
         self.pipeline = FramePipeline(self.cameras, self.supervisor, lambda: self.settings, self.get_logger(),
                                       running=lambda: self.context.ok() and not slots.closed)
         self._worker = InferenceWorker(slots, self.pipeline)
         self._worker.start()
-        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._diagnostics_timer = self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics)
 
     def _activate(self) -> None:
         """Subscribe to every camera."""
