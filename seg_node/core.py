@@ -50,6 +50,7 @@ _TYPES = {
     'integer_array': Parameter.Type.INTEGER_ARRAY, 'double_array': Parameter.Type.DOUBLE_ARRAY,
 }
 _SPECS = {spec.name: spec for spec in PARAMETERS}
+MODEL_PARAMS_SET = frozenset(MODEL_PARAMS)
 # How long shutting down waits for the batch in flight: the issue allows 2 s for all of it.
 STOP_TIMEOUT_S = 1.0
 
@@ -219,7 +220,9 @@ class SegmentationCore(Node):
             for name, value in ours.items():
                 check_parameter(name, value)
             if self.settings is not None:  # configured: the whole set must stay valid together
-                self._check_model_change(settings_from_values(self._values | ours))
+                settings = settings_from_values(self._values | ours)
+                if MODEL_PARAMS_SET & ours.keys():
+                    self._check_model_change(settings)
         except SettingsError as err:
             return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)
@@ -241,7 +244,10 @@ class SegmentationCore(Node):
             return  # unconfigured: configure reads the values
         previous, self.settings = self.settings, settings_from_values(self._values)
         self._apply_settings(previous, self.settings)
-        if self.settings.model_request() != self.supervisor.model.request.key:
+        # Only a set that names a model parameter loads: after a switch failed on a value that
+        # could not be reverted (an override back to unset), other sets must not retry it.
+        wants_model = self.settings.model_request() != self.supervisor.model.request.key
+        if wants_model and MODEL_PARAMS_SET & ours.keys():
             self._start_model_load(self.settings)
 
     def _apply_settings(self, previous: NodeSettings, settings: NodeSettings) -> None:

@@ -152,3 +152,18 @@ def test_the_expected_sha256_is_checked_at_start(context, models):
     with (pytest.raises(core.StartupError, match=f'has SHA-256 {digest}, not the expected'),
           node_in_process(context, model_path=models['palette'], model_sha256='f' * 64)):
         pass
+
+
+def test_an_override_that_breaks_the_model_is_reported_once_and_not_retried(context, models):
+    with node_in_process(context, model_path=models['palette'], image_topics=[FRONT]) as run, spinning(run.node):
+        node = run.node
+        assert set_one(node, 'classes', ['road', 'car']).successful  # 19 classes in the model
+        assert wait_for(lambda: run.node._loading is None, 10)
+        engine = run.statuses()['seg_node: engine']
+        assert engine.level == WARN and 'class' in engine.message, engine.message
+        # An unset override cannot be set back to unset: it stays, and other sets do not retry it.
+        assert set_one(node, 'overlay_alpha', 0.3).successful
+        assert node._loading is None and node.supervisor.model.path == models['palette']
+        msg, label, _ = frame(5)
+        run.send_and_settle(FRONT, msg)
+        np.testing.assert_array_equal(run.recorder.by_stamp(FRONT)[5].mask, label)
