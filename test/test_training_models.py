@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from seg_node.training.models import PSPHead, build_model, load_backbone_weights
+from seg_node.training.models import PSPHead, adaptive_avg_pool_exact, build_model, load_backbone_weights
 
 torch.set_num_threads(2)
 
@@ -38,6 +38,14 @@ def test_psp_head_pools_at_bins_1_2_3_6():
     x[..., :6, :6] = 1.0  # context differs by quadrant, so the pooled features carry it
     assert head[0](x).shape == (1, 32, 12, 12)
     assert head(x).shape == (1, 4, 12, 12)
+
+
+@pytest.mark.parametrize(('h', 'w'), [(12, 12), (5, 7), (3, 3), (13, 29)])
+def test_exact_adaptive_pooling_matches_pytorch(h, w):
+    x = torch.randn(2, 3, h, w)
+    for bins in (1, 2, 3, 6):
+        expected = torch.nn.functional.adaptive_avg_pool2d(x, bins)
+        torch.testing.assert_close(adaptive_avg_pool_exact(x, bins), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_names():

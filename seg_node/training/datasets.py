@@ -142,6 +142,16 @@ class SegmentationFiles:
             raise DatasetError(msg)
         return np.ascontiguousarray(image[..., ::-1]), label.astype(np.uint8)
 
+    def class_frequencies(self, num_classes: int) -> np.ndarray:
+        """Per class: its pixels / pixels of the images it appears in (SegNet's frequency)."""
+        pixels, image_pixels = np.zeros(num_classes), np.zeros(num_classes)
+        for index in range(len(self)):
+            _, label = self.read(index)
+            counts = np.bincount(label[label != IGNORE_INDEX], minlength=num_classes)[:num_classes]
+            pixels += counts
+            image_pixels += (counts > 0) * label.size
+        return np.divide(pixels, image_pixels, out=np.zeros(num_classes), where=image_pixels > 0)
+
     def __getitem__(self, index: int) -> tuple[object, object]:
         image, label = self.read(index)
         return self.transform(image, label) if self.transform else (image, label)

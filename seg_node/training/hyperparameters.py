@@ -23,7 +23,8 @@ OPTIMIZERS = ('sgd', 'nag', 'adam', 'adamw', 'rmsprop', 'adagrad')
 SCHEDULERS = ('poly', 'cosine', 'step')
 CHOICES = {'algorithm': ('fcn', 'psp', 'deeplab'), 'backbone': ('resnet-50', 'resnet-101'),
            'optimizer': OPTIMIZERS, 'lr_scheduler': SCHEDULERS, 'output_stride': (8, 16),
-           'format': ('sagemaker', 'cityscapes', 'camvid'), 'amp': ('auto', 'true', 'false')}
+           'format': ('sagemaker', 'cityscapes', 'camvid'), 'amp': ('auto', 'true', 'false'),
+           'class_weighting': ('none', 'median_frequency')}
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Hyperparameters:
     min_scale: float = 0.5
     max_scale: float = 2.0
     color_jitter: float = 0.0
+    class_weighting: str = 'none'  # 'median_frequency': SegNet's balancing of rare classes
     eval_size: list[int] | None = None
     backbone_weights: str | None = None
     head_lr_mult: float = 10.0

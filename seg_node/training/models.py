@@ -19,7 +19,8 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
-__all__ = ['ALGORITHMS', 'BACKBONES', 'PSPHead', 'SegmentationModel', 'build_model', 'load_backbone_weights']
+__all__ = ['ALGORITHMS', 'BACKBONES', 'PSPHead', 'SegmentationModel', 'adaptive_avg_pool_exact', 'build_model',
+           'load_backbone_weights']
 
 ALGORITHMS = ('fcn', 'psp', 'deeplab')
 BACKBONES = {
@@ -52,12 +53,32 @@ class SegmentationModel(nn.Module):
         return result
 
 
+def _pooling_matrix(size: int, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """[bins, size] averaging weights with adaptive pooling's bin edges (floor start, ceil end)."""
+    m = torch.zeros(bins, size, dtype=like.dtype, device=like.device)
+    for i in range(bins):
+        start, end = (i * size) // bins, -((-(i + 1) * size) // bins)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+def adaptive_avg_pool_exact(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """Adaptive average pooling as two matrix products: exact, and exportable to ONNX at any size.
+
+    ONNX has no adaptive pooling; PyTorch's exporter handles only sizes the bins divide. With the
+    input size fixed at export, the matrices become constants.
+    """
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    return _pooling_matrix(h, bins, x) @ x @ _pooling_matrix(w, bins, x).T
+
+
 class _PyramidPooling(nn.Module):
     """Average-pool to each bin size, reduce channels, upsample back and concatenate."""
 
     def __init__(self, in_channels: int, bins: tuple[int, ...]) -> None:
         super().__init__()
         reduced = in_channels // len(bins)
+        self.bins = bins
         self.stages = nn.ModuleList(nn.Sequential(
             nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, reduced, 1, bias=False),
             nn.BatchNorm2d(reduced), nn.ReLU(inplace=True)) for b in bins)
@@ -65,8 +86,11 @@ class _PyramidPooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Concatenate ``x`` with its pooled context at every bin size."""
         size = x.shape[-2:]
-        pooled = [F.interpolate(stage(x), size=size, mode='bilinear', align_corners=False)
-                  for stage in self.stages]
+        pooled = []
+        for bins, stage in zip(self.bins, self.stages, strict=True):
+            exporting = torch.onnx.is_in_onnx_export()
+            y = stage[1:](adaptive_avg_pool_exact(x, bins)) if exporting else stage(x)
+            pooled.append(F.interpolate(y, size=size, mode='bilinear', align_corners=False))
         return torch.cat([x, *pooled], dim=1)
 
 

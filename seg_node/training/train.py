@@ -53,9 +53,10 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ValueError(msg) from None
 
 
-def criterion(outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    """Pixel-wise cross-entropy (255 ignored); the auxiliary head counts half."""
-    losses = {name: nn.functional.cross_entropy(x.float(), target, ignore_index=IGNORE_INDEX)
+def criterion(outputs: dict[str, torch.Tensor], target: torch.Tensor,
+              weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixel-wise cross-entropy (255 ignored, optional class weights); the auxiliary head counts half."""
+    losses = {name: nn.functional.cross_entropy(x.float(), target, weight=weight, ignore_index=IGNORE_INDEX)
               for name, x in outputs.items()}
     return losses['out'] + 0.5 * losses['aux'] if 'aux' in losses else losses['out']
 
@@ -106,9 +107,18 @@ def _autocast(device: torch.device, enabled: bool) -> object:
     return torch.autocast(device.type, dtype=dtype)
 
 
+def median_frequency_weights(frequencies: np.ndarray, max_weight: float = 10.0) -> np.ndarray:
+    """SegNet's balancing: median frequency / class frequency, capped; absent classes get 0."""
+    present = frequencies > 0
+    weights = np.zeros_like(frequencies)
+    weights[present] = np.median(frequencies[present]) / frequencies[present]
+    return np.minimum(weights, max_weight)
+
+
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: object,
                     loader: DataLoader, device: torch.device, *, epoch: int, amp: bool,
-                    scaler: torch.amp.GradScaler | None, max_iterations: int = 0) -> float:
+                    scaler: torch.amp.GradScaler | None, max_iterations: int = 0,
+                    weight: torch.Tensor | None = None) -> float:
     """One pass over the training data; returns the mean loss."""
     model.train()
     total, count = 0.0, 0
@@ -120,7 +130,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
             break
         with _autocast(device, amp):
             outputs = model(images.to(device, non_blocking=True))
-            loss = criterion(outputs, targets.to(device, non_blocking=True))
+            loss = criterion(outputs, targets.to(device, non_blocking=True), weight)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -252,6 +262,12 @@ def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) 
         msg = f'num_classes {hp.num_classes} does not match the {config.format} layout ({len(classes.names)})'
         raise ValueError(msg)
     train_loader, val_loader, sampler = _loaders(config, classes, world)
+    weight = None
+    if hp.class_weighting == 'median_frequency':
+        frequencies = train_loader.dataset.class_frequencies(hp.num_classes)
+        weight = torch.tensor(median_frequency_weights(frequencies), dtype=torch.float32, device=device)
+        _log('class weights: ' + ', '.join(f'{n} {w:.2f}' for n, w in zip(classes.names, weight.tolist(),
+                                                                              strict=True) if w))
     model = _build(config, hp.num_classes)
     if config.init_checkpoint is not None:
         saved = load_checkpoint(config.init_checkpoint)
@@ -283,7 +299,7 @@ def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) 
             sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         loss = train_one_epoch(model, optimizer, scheduler, train_loader, device, epoch=epoch, amp=amp,
-                               scaler=scaler, max_iterations=hp.max_iterations)
+                               scaler=scaler, max_iterations=hp.max_iterations, weight=weight)
         matrix = evaluate(model, val_loader, device, hp.num_classes, amp=amp)
         scores = matrix.compute()
         record = {'epoch': epoch, 'train:loss': loss, **scores.as_dict(),
