@@ -1,6 +1,8 @@
 """seg_train: loss goes down, a short fine-tune beats chance, checkpoints, resume, early stopping."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,9 +10,18 @@ import torch
 
 from seg_node.synthetic import write_sagemaker_dataset
 from seg_node.training.datasets import get_dataset
+from seg_node.training.evaluate import evaluate_model
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig
 from seg_node.training.models import build_model
-from seg_node.training.train import criterion, load_checkpoint, main, make_optimizer, make_scheduler, train
+from seg_node.training.train import (
+    criterion,
+    load_checkpoint,
+    main,
+    make_optimizer,
+    make_scheduler,
+    median_frequency_weights,
+    train,
+)
 
 torch.set_num_threads(2)
 
@@ -104,3 +115,26 @@ def test_cli_reports_dataset_errors(tmp_path, capsys):
     assert main(['--data', str(tmp_path / 'none'), '--output', str(tmp_path / 'run'), '--num_classes', '3',
                  '--use_pretrained_model', 'false']) == 2
     assert f'dataset folder {tmp_path / "none" / "train"} does not exist' in capsys.readouterr().err
+
+
+def test_torchrun_distributed_data_parallel_on_cpu(data, tmp_path):
+    """Two gloo processes: rank 0 alone writes; validation sums both ranks' confusion matrices."""
+    out = tmp_path / 'ddp'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m',
+           'seg_node.training.train', '--data', str(data), '--output', str(out), '--num_classes', '19',
+           '--use_pretrained_model', 'false', '--epochs', '1', '--max_iterations', '2', '--mini_batch_size', '4',
+           '--base_size', '96', '--crop_size', '48', '--output_stride', '16', '--workers', '0', '--threads', '1']
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (out / 'metrics.jsonl').read_text().splitlines()
+    assert len(lines) == 1
+    logged = json.loads(lines[0])['validation:mIOU']
+    whole = evaluate_model(out / 'model_best.pt', data, device='cpu')
+    assert whole.frames == 6
+    assert whole.matrix.compute().mean_iou == pytest.approx(logged, abs=1e-6)
+
+
+def test_median_frequency_weights():
+    weights = median_frequency_weights(np.array([0.5, 0.1, 0.0, 0.2, 0.001]))
+    # median of the present frequencies is 0.15; capped at 10; absent classes get 0
+    np.testing.assert_allclose(weights, [0.3, 1.5, 0.0, 0.75, 10.0])

@@ -334,14 +334,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse_args(argv)
         best = train(config)
+        if 'epoch' in best:
+            _log(f'best epoch {best["epoch"]}: validation:mIOU={best["validation:mIOU"]:.4f} '
+                 f'validation:pixel_accuracy={best["validation:pixel_accuracy"]:.4f} -> {best["checkpoint"]}')
     except ValueError as err:  # DatasetError is a ValueError: one sentence naming the file
         print(f'seg_train: error: {err}', file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    _log(f'best epoch {best["epoch"]}: validation:mIOU={best["validation:mIOU"]:.4f} '
-         f'validation:pixel_accuracy={best["validation:pixel_accuracy"]:.4f} -> {best["checkpoint"]}')
     return 0
 
 
