@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg_node.synthetic import write_sagemaker_dataset
+from seg_node.synthetic import write_camvid_dataset, write_cityscapes_dataset, write_sagemaker_dataset
 from seg_node.training.datasets import get_dataset
 from seg_node.training.evaluate import evaluate_model
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig
@@ -138,3 +138,15 @@ def test_median_frequency_weights():
     weights = median_frequency_weights(np.array([0.5, 0.1, 0.0, 0.2, 0.001]))
     # median of the present frequencies is 0.15; capped at 10; absent classes get 0
     np.testing.assert_allclose(weights, [0.3, 1.5, 0.0, 0.75, 10.0])
+
+
+@pytest.mark.parametrize(('writer', 'fmt', 'classes'), [
+    (write_cityscapes_dataset, 'cityscapes', 19), (write_camvid_dataset, 'camvid', 11)])
+def test_trains_on_cityscapes_and_camvid_layouts(tmp_path, writer, fmt, classes):
+    root = writer(tmp_path / fmt, n_train=4, n_val=2, width=96, height=48)
+    hp = _hp(epochs=1, max_iterations=1, mini_batch_size=4)
+    hp.num_classes = None  # taken from the layout
+    train(RunConfig(data=root, output=tmp_path / 'run', format=fmt, hp=hp))
+    saved = load_checkpoint(tmp_path / 'run' / 'model_best.pt')
+    assert len(saved['classes']) == saved['hyperparameters']['num_classes'] == classes
+    assert saved['format'] == fmt
