@@ -177,9 +177,14 @@ def good_frames(draw, compressed):
         pixels = np.dstack([pixels, np.full((height, width), 9, np.uint8)])
     if encoding.endswith('16'):
         pixels = pixels.astype(np.uint16) * 257
-    padding, bigendian = draw(st.integers(0, 5)), draw(st.booleans())
-    return (lambda stamp: image_msg(np.ascontiguousarray(pixels), stamp, 'front', encoding,
-                                    padding=padding * pixels.itemsize, bigendian=bigendian)), label
+    padding, bigendian, extra = draw(st.integers(0, 5)), draw(st.booleans()), draw(st.integers(0, 7))
+
+    def make(stamp):
+        msg = image_msg(np.ascontiguousarray(pixels), stamp, 'front', encoding,
+                        padding=padding * pixels.itemsize, bigendian=bigendian)
+        msg.data = bytes(msg.data) + b'\x55' * extra  # oversized: ignored past step x height
+        return msg
+    return make, label
 
 
 def _raw(**fields):
