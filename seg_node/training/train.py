@@ -300,7 +300,8 @@ def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) 
         t0 = time.perf_counter()
         loss = train_one_epoch(model, optimizer, scheduler, train_loader, device, epoch=epoch, amp=amp,
                                scaler=scaler, max_iterations=hp.max_iterations, weight=weight)
-        matrix = evaluate(model, val_loader, device, hp.num_classes, amp=amp)
+        # Validation in full precision, like the exported model, so the numbers match seg_eval.
+        matrix = evaluate(model, val_loader, device, hp.num_classes)
         scores = matrix.compute()
         record = {'epoch': epoch, 'train:loss': loss, **scores.as_dict(),
                   'validation:iou': dict(zip(classes.names, scores.iou, strict=True)),
