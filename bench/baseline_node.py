@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
+from collections import deque
 
 import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -36,6 +39,9 @@ class BaselineNode(Node):
         self.input_name = self.session.get_inputs()[0].name
         self.size = self.session.get_inputs()[0].shape[2:4]
         self.pubs = {}
+        self.inference_ms, self.other_ms = deque(maxlen=300), deque(maxlen=300)
+        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(1.0, self.report)
         for topic in topics:
             compressed = topic.endswith('/compressed')
             ns = topic.removesuffix('/compressed').rpartition('/')[0]
@@ -45,6 +51,7 @@ class BaselineNode(Node):
                                      lambda msg, t=topic: self.callback(msg, t), 10)
 
     def callback(self, msg: Image | CompressedImage, topic: str) -> None:
+        t_start = time.perf_counter()
         if isinstance(msg, CompressedImage):
             image = cv2.cvtColor(cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR),
                                  cv2.COLOR_BGR2RGB)
@@ -52,7 +59,9 @@ class BaselineNode(Node):
             image = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
         x = cv2.resize(image, (self.size[1], self.size[0])).astype(np.float32) / 255.0
         x = ((x - self.mean) / self.std).transpose(2, 0, 1)[None].astype(np.float32)
+        t_model = time.perf_counter()
         logits = self.session.run(None, {self.input_name: x})[0][0]
+        t_model = time.perf_counter() - t_model
         e = np.exp(logits - logits.max(axis=0, keepdims=True))
         probs = e / e.sum(axis=0, keepdims=True)
         mask = probs.argmax(axis=0).astype(np.uint8)
@@ -67,6 +76,15 @@ class BaselineNode(Node):
             out.step = array.shape[1] * (1 if array.ndim == 2 else 3)
             out.data = array.tobytes()
             self.pubs[topic][name].publish(out)
+        # Measurement only, not part of the baseline's behaviour: split its time as seg_node does.
+        self.inference_ms.append(t_model * 1e3)
+        self.other_ms.append((time.perf_counter() - t_start) * 1e3 - t_model * 1e3)
+
+    def report(self) -> None:
+        status = DiagnosticStatus(name='seg_node: engine', values=[
+            KeyValue(key='inference_ms_p50', value=f'{np.median(self.inference_ms or [np.nan]):.2f}'),
+            KeyValue(key='not_inference_ms_p50', value=f'{np.median(self.other_ms or [np.nan]):.2f}')])
+        self.diagnostics.publish(DiagnosticArray(status=[status]))
 
 
 def main() -> None:

@@ -26,12 +26,15 @@ def main() -> None:
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     received: dict[str, dict[float, float]] = {}
     stages: dict[str, float] = {}
+    cameras: dict[str, dict[str, str]] = {}
 
     def on_output(topic: str, raw: bytes) -> None:
         received.setdefault(topic, {})[stamp_of(raw)] = time.time()
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for status in msg.status:
+            if status.name.startswith('seg_node: /bench_cam'):
+                cameras[status.name] = {kv.key: kv.value for kv in status.values if kv.key.startswith('frames_')}
             if status.name == 'seg_node: engine':
                 stages.update({kv.key: float(kv.value) for kv in status.values if kv.key.endswith('_ms_p50')
                                and kv.value != 'nan'})
@@ -43,11 +46,17 @@ def main() -> None:
             # raw=True: the callback gets the serialized bytes, so a 6 MB image costs no Python copy.
             subs.append(node.create_subscription(Image, topic, lambda raw, t=topic: on_output(t, raw), qos, raw=True))
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
+    # Playback starts when this prints: every output must already be matched to the node, or the
+    # node (rightly) skips frames nobody listens to and the run counts them as lost.
+    deadline = time.monotonic() + 30
+    while any(sub.get_publisher_count() == 0 for sub in subs) and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    print('MONITOR READY', flush=True)
     end = time.monotonic() + args.seconds
     while time.monotonic() < end:
         rclpy.spin_once(node, timeout_sec=0.05)
     emit({'received': {t: {f'{s:.9f}': r for s, r in v.items()} for t, v in received.items()},
-          'stages_ms': stages})
+          'stages_ms': stages, 'node_counters': cameras})
     node.destroy_node()
     rclpy.shutdown()
 

@@ -16,6 +16,12 @@ def _ratio(ours: float, theirs: float) -> str:
     return f'{theirs / ours:.1f}x'
 
 
+def _outside_model(stages: dict[str, float]) -> float:
+    if 'not_inference' in stages:
+        return stages['not_inference']
+    return sum(v for k, v in stages.items() if k != 'inference')
+
+
 def write_report(results: dict, path: Path) -> None:
     """Write the markdown tables of a bench run."""
     m = results['machine']
@@ -43,17 +49,24 @@ def write_report(results: dict, path: Path) -> None:
             f'| {r["name"]} | {r["impl"]} | {r["delivered_fraction"]:.1%} | {_fmt(r["output_rate_hz"])} | '
             f'{_fmt(lat["p50"])} / {_fmt(lat["p90"])} / {_fmt(lat["p99"])} / {_fmt(lat["max"])} | '
             f'{_fmt(r["node_cpu_percent"], 0)} | {_fmt(r["node_rss_mb"], 0)} | {ratio} |')
-    stages = [r for r in results['cases'] if r['impl'] == 'seg_node' and r['stages_ms']]
-    if stages:
-        lines += ['', '## Where the time goes (seg_node, median ms per frame, from /diagnostics)', '',
-                  '| case | convert | preprocess | inference | render | publish | all but inference |',
-                  '|---|---|---|---|---|---|---|']
-        for r in stages:
-            s = r['stages_ms']
-            get = {k.removesuffix('_ms_p50'): v for k, v in s.items()}
-            outside = sum(v for k, v in get.items() if k != 'inference')
-            lines.append(f'| {r["name"]} | ' + ' | '.join(_fmt(get.get(k, float('nan')), 2) for k in
-                         ('convert', 'preprocess', 'inference', 'render', 'publish')) + f' | {_fmt(outside, 2)} |')
+    lines += ['', '## Where the time goes (median ms per frame, reported by each node on /diagnostics)', '',
+              'seg_node times each stage; the baseline reports its model call and everything else.', '',
+              '| case | node | convert | preprocess | inference | render | publish | all but inference '
+              '| all but inference vs baseline |',
+              '|---|---|---|---|---|---|---|---|---|']
+    for r in results['cases']:
+        stages = {k.removesuffix('_ms_p50'): v for k, v in r['stages_ms'].items()}
+        if not stages:
+            continue
+        outside = _outside_model(stages)
+        base = by_key.get(('baseline', r['name']))
+        ratio = ''
+        if r['impl'] == 'seg_node' and base and base['stages_ms']:
+            base_outside = _outside_model({k.removesuffix('_ms_p50'): v for k, v in base['stages_ms'].items()})
+            ratio = f'{base_outside / outside:.1f}x less' if outside else ''
+        cells = [_fmt(stages.get(k, float('nan')), 2) for k in ('convert', 'preprocess', 'inference', 'render',
+                                                               'publish')]
+        lines.append(f'| {r["name"]} | {r["impl"]} | ' + ' | '.join(cells) + f' | {_fmt(outside, 2)} | {ratio} |')
     if results.get('overload'):
         lines += ['', '## Overload: input faster than the node', '',
                   'Latency p50 (ms) in each second of the run, '

@@ -146,6 +146,7 @@ def run_case(impl: str, case: Case, model: Path, domain: int) -> dict:
         sampler = ProcSampler(node.proc.pid)
         monitor = Process([sys.executable, '-m', 'bench.monitor', '--cameras', str(case.cameras),
                            '--seconds', str(case.seconds + 9)], env)
+        monitor.wait_for_line('MONITOR READY', 40)
         playback = Process([sys.executable, '-m', 'bench.playback', '--cameras', str(case.cameras),
                             '--rate', str(case.rate_hz), '--seconds', str(case.seconds)]
                            + (['--compressed'] if case.compressed else []), env)
@@ -188,6 +189,7 @@ def summarize(impl: str, case: Case, sent: dict, seen: dict, sampler: ProcSample
         'node_rss_mb': max((s[2] for s in sampler.samples), default=float('nan')),
         'node_threads': max((s[3] for s in sampler.samples), default=0),
         'stages_ms': seen.get('stages_ms', {}),
+        'node_counters': seen.get('node_counters', {}),
     }
 
 
