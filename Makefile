@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 ISOLATED := scripts/isolated.sh
 
-.PHONY: setup setup-train test lint demo clean
+.PHONY: setup setup-train test lint demo bench clean
 
 # Node + tests (ROS 2 wheels, ONNX Runtime, OpenCV, rosbags).
 setup: $(VENV)/.node-installed
@@ -34,6 +34,10 @@ soak: setup
 
 demo: setup-train
 	$(ISOLATED) $(PY) -m seg_node.demo
+
+# DDS benchmarks against the baseline node plus engine micro-benchmarks: out/bench/, BENCHMARKS.md.
+bench: setup-train
+	$(ISOLATED) $(PY) -m bench.run
 
 clean:
 	rm -rf out build install log .pytest_cache

@@ -247,7 +247,8 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     model = tiny_model(args.output / 'tiny_contract_model.onnx')
     domain = int(os.environ.get('ROS_DOMAIN_ID', '50'))
-    results = {'machine': machine(), 'command': 'make bench', 'cases': [], 'overload': [], 'peak': {}}
+    results = {'machine': machine(), 'command': 'make bench', 'cases': [], 'overload': [], 'peak': {},
+               'sections': []}
     matrix = MATRIX[:1] if args.quick else MATRIX
     for case in matrix:
         for impl in ('seg_node', 'baseline'):
@@ -265,6 +266,12 @@ def main() -> None:
         peak, runs = peak_rate(model, domain)
         results['peak'] = {'cameras': 1, 'rate_hz': peak, 'runs': runs}
         print(f'peak rate (1 camera, <= 5 % lost): {peak:.0f} Hz', flush=True)
+        from bench.engine_micro import report, run_all
+
+        rows = run_all()
+        results['engine_micro'] = rows
+        results['sections'].append(report(rows))
+        print(report(rows), flush=True)
     (args.output / 'results.json').write_text(json.dumps(results, indent=1))
     from bench.report import write_report
 
