@@ -210,6 +210,8 @@ def _raw(data, height, width, encoding, step):
 
 def test_bad_frames_are_rejected_counted_and_the_next_good_frame_is_right(live, sent):
     process, client = live
+    # The frames above can all be done before the first report (every 0.2 s) comes in.
+    assert wait_for(lambda: client.diagnostic_values('/cam_front')[0] is not None, 5)
     before, _ = client.diagnostic_values('/cam_front')
     rejected_before = int(before['frames_rejected'])
     for i, (_, make) in enumerate(BAD_FRAMES):
