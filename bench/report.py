@@ -22,6 +22,53 @@ def _outside_model(stages: dict[str, float]) -> float:
     return sum(v for k, v in stages.items() if k != 'inference')
 
 
+def _check(ok: bool) -> str:
+    return 'met' if ok else '**missed**'
+
+
+def _targets(results: dict, by_key: dict) -> list[str]:
+    """The issue's CPU targets against this run's figures."""
+    head = by_key.get(('seg_node', '2 cam rgb8 30 Hz'))
+    base = by_key.get(('baseline', '2 cam rgb8 30 Hz'))
+    if not head:
+        return []
+    lat = head['latency_ms']
+    stages = {k.removesuffix('_ms_p50'): v for k, v in head['stages_ms'].items()}
+    outside = _outside_model(stages) if stages else float('nan')
+    rows = [
+        ('frames with a mask, 2 cameras x 30 Hz', '>= 95 %', f'{head["delivered_fraction"]:.1%}',
+         _check(head['delivered_fraction'] >= 0.95)),
+        ('latency p50', '<= 25 ms', f'{lat["p50"]:.1f} ms', _check(lat['p50'] <= 25)),
+        ('latency p99', '<= 50 ms', f'{lat["p99"]:.1f} ms', _check(lat['p99'] <= 50)),
+        ('everything but the model, per frame', '<= 10 ms', f'{outside:.1f} ms', _check(outside <= 10)),
+    ]
+    if base and base['stages_ms']:
+        base_outside = _outside_model({k.removesuffix('_ms_p50'): v for k, v in base['stages_ms'].items()})
+        rows.append(('... compared with the baseline', '>= 4x less', f'{base_outside / outside:.1f}x less',
+                     _check(base_outside / outside >= 4)))
+    one = by_key.get(('seg_node', '1 cam rgb8 30 Hz'))
+    if one:
+        rows.append(('for scale: 1 camera x 30 Hz, frames / p50 / p99', '', f'{one["delivered_fraction"]:.1%} / '
+                     f'{one["latency_ms"]["p50"]:.1f} / {one["latency_ms"]["p99"]:.1f} ms', ''))
+    for r in results.get('engine_micro', []):
+        batch_key = next(k for k in r if k.startswith('engine_batch'))
+        rows.append((f'{r["algorithm"]}: engine vs bare ONNX Runtime', 'within 10 %',
+                     f'{r["engine_vs_bare_ort"]:.2f}x', _check(r['engine_vs_bare_ort'] <= 1.10)))
+        rows.append((f'{r["algorithm"]}: batch per frame vs one at a time', 'never slower',
+                     f'{r[batch_key] / r["engine_ms"]:.2f}x', _check(r[batch_key] <= r['engine_ms'] * 1.03)))
+    lines = ['', '## Targets (issue 5, this 2-core CPU machine) against this run', '',
+             '| target | goal | this run | |', '|---|---|---|---|']
+    lines += [f'| {a} | {b} | {c} | {d} |' for a, b, c, d in rows]
+    lines += ['', '"Never slower" allows 3 % for timing noise.', '',
+              'Why the two-camera figures fall short here: every frame moves about 20 MB through rclpy '
+              '(a 6 MB input and 14 MB of mask, colour mask and overlay), and publishing those outputs costs '
+              '8-10 ms per frame while holding the GIL (see "publish" above), on two cores that the playback '
+              'and monitor processes share, each moving the same bytes. One camera at 30 Hz stays within the '
+              'latency budget; the measured ideas that did not help (a separate publishing thread, '
+              'serialized publishing) are described in the README, "Performance".']
+    return lines
+
+
 def write_report(results: dict, path: Path) -> None:
     """Write the markdown tables of a bench run."""
     m = results['machine']
@@ -82,6 +129,7 @@ def write_report(results: dict, path: Path) -> None:
                           for r in results['peak']['runs'])
         lines += ['', f"Peak rate, 1 camera rgb8, <= 5 % frames lost: **{results['peak']['rate_hz']:.0f} Hz** "
                   f'(rates tried: {tried}).']
+    lines += _targets(results, by_key)
     for extra in results.get('sections', []):
         lines += ['', extra]
     lines += ['', '## GPU', '',
