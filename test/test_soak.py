@@ -126,10 +126,11 @@ class SoakClient:
 
 
 def memory_and_threads(pid):
-    """(RSS in kB, thread count) of a process."""
+    """(RSS kB, thread count, RSS kB of anonymous / file / shared memory) of a process."""
     status = Path(f'/proc/{pid}/status').read_text()
     fields = dict(line.split(':', 1) for line in status.splitlines())
-    return int(fields['VmRSS'].split()[0]), int(fields['Threads'])
+    kb = {name: int(fields[name].split()[0]) for name in ('VmRSS', 'RssAnon', 'RssFile', 'RssShmem')}
+    return kb['VmRSS'], int(fields['Threads']), (kb['RssAnon'], kb['RssFile'], kb['RssShmem'])
 
 
 def drive(client, pid, seconds):
@@ -196,12 +197,14 @@ def check(client, samples, warm_up):
         problems += found
     baseline = next(s for s in samples if s[0] >= warm_up)
     after = [s for s in samples if s[0] >= warm_up]
-    peak = max(rss for _, rss, _ in after)
-    growth = (peak - baseline[1]) / baseline[1]
-    threads = sorted({t for _, _, t in after})
+    peak = max(after, key=lambda s: s[1])
+    growth = (peak[1] - baseline[1]) / baseline[1]
+    threads = sorted({s[2] for s in after})
     figures.append(f'  node RSS: {samples[0][1] / 1024:.1f} MiB at start, {baseline[1] / 1024:.1f} MiB after '
-                   f'{warm_up:.0f} s warm-up, peak {peak / 1024:.1f} MiB, end {samples[-1][1] / 1024:.1f} MiB '
-                   f'-> growth {growth:+.2%}')
+                   f'{warm_up:.0f} s warm-up, peak {peak[1] / 1024:.1f} MiB at {peak[0]:.0f} s, end '
+                   f'{samples[-1][1] / 1024:.1f} MiB -> growth {growth:+.2%}')
+    figures.append(f'  RSS anonymous/file/shared MiB: {_mib(baseline[3])} after warm-up, {_mib(peak[3])} at the '
+                   f'peak; every tenth of the run: {", ".join(f"{s[1] / 1024:.0f}" for s in tenths(samples))}')
     figures.append(f'  node threads: {samples[0][2]} at start, {threads} after warm-up '
                    f'({len(samples)} samples every {SAMPLE_PERIOD_S:g} s)')
     if growth > 0.05:
@@ -209,6 +212,16 @@ def check(client, samples, warm_up):
     if threads != [baseline[2]]:
         problems.append(f'thread count changed after warm-up: {threads}')
     return figures, problems
+
+
+def _mib(parts):
+    return '/'.join(f'{kb / 1024:.0f}' for kb in parts)
+
+
+def tenths(samples):
+    """The samples nearest to 0 %, 10 %, ... 100 % of the run."""
+    end = samples[-1][0]
+    return [min(samples, key=lambda s, t=t: abs(s[0] - t * end / 10)) for t in range(11)]
 
 
 def check_camera(client, camera):
