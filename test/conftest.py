@@ -15,6 +15,17 @@ os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fa
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(101, 199)))
 
 
+@pytest.fixture(scope='module')
+def context():
+    """An rclpy context of the test module's own, for nodes created in-process."""
+    import rclpy
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption('--soak-minutes', type=float, default=None,
                      help='run the soak tests for this many minutes')

@@ -2,20 +2,11 @@
 
 import onnx
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 
 from seg_node.contract_models import palette_classifier
 from seg_node.node import SegmentationNode, StartupError
 from seg_node.settings import PARAMETERS
-
-
-@pytest.fixture(scope='module')
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 @pytest.fixture(scope='module')

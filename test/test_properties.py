@@ -6,7 +6,6 @@ reason; no other exception escapes; good frames between bad ones still come out 
 
 import numpy as np
 import pytest
-import rclpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability_helpers import FRONT, LEFT, compressed_msg, image_msg, node_in_process, png_msg, save_model
@@ -144,14 +143,6 @@ def test_arbitrary_bytes_as_a_compressed_frame_give_a_frame_or_a_reason(data, fm
 
 
 # -- the node's input path ----------------------------------------------------------------------
-
-@pytest.fixture(scope='module')
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
-
 
 @pytest.fixture(scope='module')
 def run(context, tmp_path_factory):

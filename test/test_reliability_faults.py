@@ -5,21 +5,12 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 from reliability_helpers import CUDA_ERROR, FRONT, LEFT, FaultyEngine, image_msg, node_in_process, save_model, values
 from ros_helpers import wait_for
 
 from seg_node.contract_models import palette_scene
 from seg_node.diagnostics import ERROR, OK, WARN
-
-
-@pytest.fixture(scope='module')
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 @pytest.fixture(scope='module')

@@ -4,7 +4,6 @@ import threading
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from reliability_helpers import FRONT, LEFT, Harness, image_msg, save_model
@@ -13,14 +12,6 @@ from seg_node.contract_models import palette_scene
 from seg_node.managed import ManagedSegmentationNode
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-
-
-@pytest.fixture(scope='module')
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 @pytest.fixture(scope='module')

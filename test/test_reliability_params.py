@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 from reliability_helpers import FRONT, image_msg, node_in_process, save_model, spinning, values
 from ros_helpers import wait_for
@@ -22,14 +21,6 @@ from seg_node.model_loader import BackgroundLoad
 from seg_node.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
 REVERSED = CITYSCAPES_PALETTE[::-1]  # a model that calls colour i class 18 - i
-
-
-@pytest.fixture(scope='module')
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 @pytest.fixture(scope='module')
