@@ -51,6 +51,7 @@ setup(
     entry_points={
         'console_scripts': [
             'seg_node = seg_node.node:main',
+            'seg_node_managed = seg_node.managed:main',
             'seg_train = seg_node.training.train:main',
             'seg_export = seg_node.training.export:main',
             'seg_eval = seg_node.training.evaluate:main',

@@ -32,6 +32,7 @@ def test_setup_installs_the_ament_marker_launch_config_and_rviz():
         assert f"'/{folder}'" in text
     assert (REPO / 'resource' / 'seg_node').exists()
     assert 'seg_node = seg_node.node:main' in text
+    assert 'seg_node_managed = seg_node.managed:main' in text
     assert 'install_scripts=$base/lib/seg_node' in (REPO / 'setup.cfg').read_text()
 
 
