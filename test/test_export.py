@@ -18,10 +18,12 @@ from seg_node.training.transforms import to_normalized_tensor
 torch.set_num_threads(2)
 
 
-def _checkpoint(path, algorithm='fcn', **kw):
+def _checkpoint(path, algorithm='fcn', *, output_stride=16, decoder='none', **kw):
     torch.manual_seed(0)
-    hp = Hyperparameters(algorithm=algorithm, num_classes=19, output_stride=16, crop_size=48, **kw)
-    model = build_model(algorithm=algorithm, num_classes=19, output_stride=16, aux_loss=True)
+    hp = Hyperparameters(algorithm=algorithm, num_classes=19, output_stride=output_stride, decoder=decoder,
+                         crop_size=48, **kw)
+    model = build_model(algorithm=algorithm, num_classes=19, output_stride=output_stride, aux_loss=True,
+                        decoder=decoder)
     # Give BatchNorm non-trivial statistics, as training would.
     model.train()
     with torch.no_grad():
@@ -37,7 +39,9 @@ def _checkpoint(path, algorithm='fcn', **kw):
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp('ckpt')
-    return {a: _checkpoint(root / f'{a}.pt', a) for a in ('fcn', 'psp', 'deeplab')}
+    paths = {a: _checkpoint(root / f'{a}.pt', a) for a in ('fcn', 'psp', 'deeplab')}
+    paths['fcn-skip'] = _checkpoint(root / 'fcn-skip.pt', 'fcn', output_stride=32, decoder='skip')
+    return paths
 
 
 @pytest.mark.parametrize(('algorithm', 'options'), [
@@ -47,6 +51,7 @@ def checkpoints(tmp_path_factory):
     ('deeplab', ExportOptions(argmax=True, height=48, width=64)),
     ('psp', ExportOptions()),
     ('psp', ExportOptions(input_format='uint8', argmax=True)),
+    ('fcn-skip', ExportOptions(input_format='uint8', argmax=True, height=48, width=96)),
 ])
 def test_export_matches_pytorch(checkpoints, tmp_path, algorithm, options):
     out = tmp_path / 'm.onnx'

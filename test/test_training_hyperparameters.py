@@ -42,6 +42,10 @@ def test_yaml_holds_a_whole_run_and_command_line_wins(tmp_path):
 
 def test_crop_size_rounded_up_to_multiple_of_8(tmp_path):
     assert parse_args(['--data', 'd', '--output', 'o', '--crop_size', '241']).hp.crop_size == 248
+    hp = parse_args(['--data', 'd', '--output', 'o', '--crop_size', '192', '--crop_height', '90']).hp
+    assert (hp.crop_height, hp.crop_size) == (96, 192)
+    with pytest.raises(ValueError, match='crop_height must be 0'):
+        parse_args(['--data', 'd', '--output', 'o', '--crop_height', '8'])
 
 
 @pytest.mark.parametrize(('argv', 'message'), [

@@ -4,7 +4,13 @@ import pytest
 import torch
 import torchvision
 
-from seg_node.training.models import PSPHead, adaptive_avg_pool_exact, build_model, load_backbone_weights
+from seg_node.training.models import (
+    PSPHead,
+    SkipDecoder,
+    adaptive_avg_pool_exact,
+    build_model,
+    load_backbone_weights,
+)
 
 torch.set_num_threads(2)
 
@@ -21,13 +27,47 @@ def test_heads_build_and_run(algorithm):
 
 
 def test_output_stride_sets_feature_resolution():
-    for stride in (8, 16):
+    for stride in (8, 16, 32):
         model = build_model(num_classes=3, output_stride=stride).eval()
         with torch.inference_mode():
             features = model.backbone(torch.randn(1, 3, 64, 64))['out']
         assert features.shape[-2:] == (64 // stride, 64 // stride)
-    with pytest.raises(ValueError, match='output_stride must be 8 or 16'):
-        build_model(num_classes=3, output_stride=32)
+    with pytest.raises(ValueError, match=r'output_stride must be one of \(8, 16, 32\)'):
+        build_model(num_classes=3, output_stride=4)
+    with pytest.raises(ValueError, match='decoder must be one of'):
+        build_model(num_classes=3, decoder='unet')
+
+
+def test_skip_decoder_feeds_on_stride4_stride2_and_image():
+    model = build_model(num_classes=4, output_stride=32, decoder='skip', aux_loss=True).eval()
+    with torch.inference_mode():
+        features = model.backbone(torch.randn(1, 3, 64, 96))
+        out = model(torch.randn(2, 3, 64, 96))
+    assert {k: tuple(v.shape[-2:]) for k, v in features.items()} == {
+        'out': (2, 3), 'aux': (4, 6), 'stride4': (16, 24), 'stride2': (32, 48)}
+    assert out['out'].shape == (2, 4, 64, 96)
+    assert out['aux'].shape == (2, 4, 64, 96)
+
+
+def test_skip_decoder_resolves_a_line_one_pixel_wide():
+    # The coarse scores and skip features carry nothing here: only the decoder's full-resolution
+    # step can place the line, and it must do so exactly.
+    torch.manual_seed(0)
+    decoder = SkipDecoder(num_classes=2, stride4_channels=8, stride2_channels=8)
+    image = torch.zeros(1, 3, 32, 64)
+    image[0, 0, :, 21] = 2.0  # a red one-pixel column
+    target = (image[:, 0] > 0).long()
+    scores, stride4, stride2 = torch.zeros(1, 2, 1, 2), torch.zeros(1, 8, 8, 16), torch.zeros(1, 8, 16, 32)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=0.01)
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(decoder(scores, stride4, stride2, image), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    decoder.eval()
+    with torch.inference_mode():
+        predicted = decoder(scores, stride4, stride2, image).argmax(1)
+    assert torch.equal(predicted, target)
 
 
 def test_psp_head_pools_at_bins_1_2_3_6():

@@ -41,6 +41,17 @@ def test_train_preset_pads_with_ignore_when_image_is_small():
     assert (y == 255).sum() == 64 * 64 - 8 * 16
 
 
+def test_wide_crop_keeps_a_whole_wide_frame():
+    # At scale 1 a 2:1 frame fits a crop_height x crop_size crop exactly: nothing cut, nothing padded.
+    image, label = _striped(40, 80)
+    preset = SegmentationPresetTrain(base_size=80, crop_size=80, crop_height=40, min_scale=1.0, max_scale=1.0,
+                                     mean=(0, 0, 0), std=(1, 1, 1))
+    x, y = preset(image, label)
+    assert x.shape == (3, 40, 80)
+    unflipped, flipped = torch.from_numpy(label).long(), torch.from_numpy(label[:, ::-1].copy()).long()
+    assert torch.equal(y, unflipped) or torch.equal(y, flipped)
+
+
 def test_eval_preset_matches_engine_preprocessing():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)

@@ -99,7 +99,8 @@ def load_model(checkpoint: dict) -> nn.Module:
     """Rebuild the network of a checkpoint (no auxiliary head, no pretrained download)."""
     hp = checkpoint['hyperparameters']
     model = build_model(algorithm=hp['algorithm'], backbone=hp['backbone'], num_classes=hp['num_classes'],
-                        use_pretrained_model=False, output_stride=hp['output_stride'])
+                        use_pretrained_model=False, output_stride=hp['output_stride'],
+                        decoder=hp.get('decoder', 'none'))
     state = {k: v for k, v in checkpoint['model'].items() if not k.startswith('aux_classifier.')}
     model.load_state_dict(state)
     return model.eval()
@@ -225,7 +226,8 @@ def export_checkpoint(checkpoint_path: str | Path, output: str | Path,
     metrics = checkpoint.get('metrics', {})
     extra = {
         'seg_node.algorithm': hp['algorithm'], 'seg_node.backbone': hp['backbone'],
-        'seg_node.output_stride': hp['output_stride'], 'seg_node.fixed_input_size': fixed,
+        'seg_node.output_stride': hp['output_stride'], 'seg_node.decoder': hp.get('decoder', 'none'),
+        'seg_node.fixed_input_size': fixed,
         'seg_node.precision': 'fp16' if options.fp16 else 'fp32',
         'seg_node.epoch': checkpoint.get('epoch'),
         'seg_node.metrics': {k: metrics[k] for k in ('validation:mIOU', 'validation:pixel_accuracy')

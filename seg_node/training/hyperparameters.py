@@ -22,7 +22,8 @@ __all__ = ['Hyperparameters', 'RunConfig', 'parse_args']
 OPTIMIZERS = ('sgd', 'nag', 'adam', 'adamw', 'rmsprop', 'adagrad')
 SCHEDULERS = ('poly', 'cosine', 'step')
 CHOICES = {'algorithm': ('fcn', 'psp', 'deeplab'), 'backbone': ('resnet-50', 'resnet-101'),
-           'optimizer': OPTIMIZERS, 'lr_scheduler': SCHEDULERS, 'output_stride': (8, 16),
+           'optimizer': OPTIMIZERS, 'lr_scheduler': SCHEDULERS, 'output_stride': (8, 16, 32),
+           'decoder': ('none', 'skip'),
            'format': ('sagemaker', 'cityscapes', 'camvid'), 'amp': ('auto', 'true', 'false'),
            'class_weighting': ('none', 'median_frequency')}
 
@@ -57,7 +58,9 @@ class Hyperparameters:
     early_stopping_tolerance: float = 0.0
     syncbn: bool = False
     # Ours: model shape, augmentation range, evaluation size and run control.
+    crop_height: int = 0  # 0: square crops (SageMaker); else crop_height x crop_size, for wide frames
     output_stride: int = 8
+    decoder: str = 'none'  # 'skip': refine scores with stride-4/2 features and the image
     aux_loss: bool = False
     min_scale: float = 0.5
     max_scale: float = 2.0
@@ -97,8 +100,12 @@ class Hyperparameters:
         if self.eval_size is not None and (len(self.eval_size) != 2 or min(self.eval_size) < 1):
             msg = f'eval_size must be two positive integers H W, got {self.eval_size}'
             raise ValueError(msg)
+        if self.crop_height and self.crop_height <= 16:
+            msg = f'crop_height must be 0 (square crops) or > 16, got {self.crop_height}'
+            raise ValueError(msg)
         # SageMaker rounds the crop up to a multiple of 8.
         self.crop_size = math.ceil(self.crop_size / 8) * 8
+        self.crop_height = math.ceil(self.crop_height / 8) * 8
 
     def step_epochs(self) -> list[int]:
         """Epochs at which the step scheduler multiplies the rate by lr_scheduler_factor."""

@@ -2,7 +2,10 @@
 
 FCN and DeepLabV3 use torchvision's heads; PSPNet's pyramid pooling head (bins 1, 2, 3, 6) is
 written here, as torchvision has none. The backbone is dilated to output stride 8 (default) or
-16, as in torchvision's and GluonCV's segmentation models.
+16, as in torchvision's and GluonCV's segmentation models, or left at 32. An optional skip
+decoder (ours, in the spirit of DeepLabV3+ and U-Net) refines the head's scores with the
+backbone's stride-4 and stride-2 features and the image itself, so that objects a few pixels
+wide survive at small input sizes.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
-__all__ = ['ALGORITHMS', 'BACKBONES', 'PSPHead', 'SegmentationModel', 'adaptive_avg_pool_exact', 'build_model',
-           'load_backbone_weights']
+__all__ = ['ALGORITHMS', 'BACKBONES', 'DECODERS', 'PSPHead', 'SegmentationModel', 'SkipDecoder',
+           'adaptive_avg_pool_exact', 'build_model', 'load_backbone_weights']
 
 ALGORITHMS = ('fcn', 'psp', 'deeplab')
 BACKBONES = {
@@ -28,17 +31,54 @@ BACKBONES = {
     'resnet-101': (torchvision.models.resnet101, ResNet101_Weights.IMAGENET1K_V1),
 }
 PSP_BINS = (1, 2, 3, 6)
+DECODERS = ('none', 'skip')
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+def _upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, size=like.shape[-2:], mode='bilinear', align_corners=False)
+
+
+class SkipDecoder(nn.Module):
+    """Refine coarse class scores at stride 4, 2 and 1 with the backbone's early features.
+
+    Each step upsamples what it has, concatenates the skip features of that resolution and
+    mixes them with a 3x3 conv; the last step sees the normalized image, whose colour edges are
+    where the class boundaries are.
+    """
+
+    def __init__(self, num_classes: int, stride4_channels: int = 256, stride2_channels: int = 64,
+                 widths: tuple[int, int, int] = (64, 32, 32)) -> None:
+        super().__init__()
+        self.stride4 = _conv_bn_relu(num_classes + stride4_channels, widths[0])
+        self.stride2 = _conv_bn_relu(widths[0] + stride2_channels, widths[1])
+        self.stride1 = _conv_bn_relu(widths[1] + 3, widths[2])
+        self.classifier = nn.Conv2d(widths[2], num_classes, 1)
+
+    def forward(self, scores: torch.Tensor, stride4: torch.Tensor, stride2: torch.Tensor,
+                image: torch.Tensor) -> torch.Tensor:
+        """Class scores [N, C, H, W] at the image's size."""
+        x = self.stride4(torch.cat([_upsample(scores, stride4), stride4], dim=1))
+        x = self.stride2(torch.cat([_upsample(x, stride2), stride2], dim=1))
+        x = self.stride1(torch.cat([_upsample(x, image), image], dim=1))
+        return self.classifier(x)
 
 
 class SegmentationModel(nn.Module):
     """Backbone + head (+ auxiliary head on layer3); returns ``{'out', 'aux'}`` at input size."""
 
     def __init__(self, backbone: nn.Module, classifier: nn.Module,
-                 aux_classifier: nn.Module | None = None) -> None:
+                 aux_classifier: nn.Module | None = None, decoder: SkipDecoder | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
         self.aux_classifier = aux_classifier
+        self.decoder = decoder
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Score every pixel: logits [N, C, H, W] under 'out' (and 'aux' when it has one)."""
@@ -46,7 +86,10 @@ class SegmentationModel(nn.Module):
         features = self.backbone(x)
         result = OrderedDict()
         out = self.classifier(features['out'])
-        result['out'] = F.interpolate(out, size=size, mode='bilinear', align_corners=False)
+        if self.decoder is not None:
+            result['out'] = self.decoder(out, features['stride4'], features['stride2'], x)
+        else:
+            result['out'] = F.interpolate(out, size=size, mode='bilinear', align_corners=False)
         if self.aux_classifier is not None:
             aux = self.aux_classifier(features['aux'])
             result['aux'] = F.interpolate(aux, size=size, mode='bilinear', align_corners=False)
@@ -139,7 +182,7 @@ def load_backbone_weights(resnet: nn.Module, path: str | Path) -> None:
 
 def build_model(*, algorithm: str = 'fcn', backbone: str = 'resnet-50', num_classes: int,
                 use_pretrained_model: bool = False, backbone_weights: str | Path | None = None,
-                output_stride: int = 8, aux_loss: bool = False) -> SegmentationModel:
+                output_stride: int = 8, aux_loss: bool = False, decoder: str = 'none') -> SegmentationModel:
     """Build a segmentation network.
 
     Args:
@@ -149,8 +192,9 @@ def build_model(*, algorithm: str = 'fcn', backbone: str = 'resnet-50', num_clas
         use_pretrained_model: start the backbone from torchvision's ImageNet weights (downloads
             them unless they are in torch's cache).
         backbone_weights: a local ResNet state dict to start the backbone from instead.
-        output_stride: 8 (layer3 and layer4 dilated) or 16 (layer4 dilated).
+        output_stride: 8 (layer3 and layer4 dilated), 16 (layer4 dilated) or 32 (none).
         aux_loss: add an FCN head on layer3 for an auxiliary training loss.
+        decoder: 'none' (upsample the head's scores) or 'skip' (refine them with early features).
     """
     if algorithm not in ALGORITHMS:
         msg = f'algorithm must be one of {ALGORITHMS}, got {algorithm!r}'
@@ -158,18 +202,25 @@ def build_model(*, algorithm: str = 'fcn', backbone: str = 'resnet-50', num_clas
     if backbone not in BACKBONES:
         msg = f'backbone must be one of {tuple(BACKBONES)}, got {backbone!r}'
         raise ValueError(msg)
-    if output_stride not in (8, 16):
-        msg = f'output_stride must be 8 or 16, got {output_stride}'
+    if output_stride not in OUTPUT_STRIDES:
+        msg = f'output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}'
+        raise ValueError(msg)
+    if decoder not in DECODERS:
+        msg = f'decoder must be one of {DECODERS}, got {decoder!r}'
         raise ValueError(msg)
     factory, imagenet = BACKBONES[backbone]
     weights = imagenet if use_pretrained_model and backbone_weights is None else None
     # From scratch, zero-initialised last BN of each block lets the deep net start shallow and
     # train much faster (Goyal et al. 2017); pretrained or loaded weights overwrite it anyway.
-    resnet = factory(weights=weights, replace_stride_with_dilation=[False, output_stride == 8, True],
+    resnet = factory(weights=weights, replace_stride_with_dilation=[False, output_stride == 8, output_stride <= 16],
                      zero_init_residual=weights is None)
     if backbone_weights is not None:
         load_backbone_weights(resnet, backbone_weights)
-    layers = {'layer4': 'out', 'layer3': 'aux'} if aux_loss else {'layer4': 'out'}
+    layers = {'layer4': 'out'}
+    if aux_loss:
+        layers['layer3'] = 'aux'
+    if decoder == 'skip':
+        layers |= {'relu': 'stride2', 'layer1': 'stride4'}
     body = IntermediateLayerGetter(resnet, return_layers=layers)
     if algorithm == 'fcn':
         head: nn.Module = FCNHead(2048, num_classes)
@@ -178,4 +229,4 @@ def build_model(*, algorithm: str = 'fcn', backbone: str = 'resnet-50', num_clas
     else:
         head = DeepLabHead(2048, num_classes)
     aux = FCNHead(1024, num_classes) if aux_loss else None
-    return SegmentationModel(body, head, aux)
+    return SegmentationModel(body, head, aux, SkipDecoder(num_classes) if decoder == 'skip' else None)

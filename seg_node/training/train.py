@@ -129,7 +129,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
         if i >= steps:
             break
         with _autocast(device, amp):
-            outputs = model(images.to(device, non_blocking=True))
+            outputs = model(images.to(device, non_blocking=True, memory_format=torch.channels_last))
             loss = criterion(outputs, targets.to(device, non_blocking=True), weight)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -179,8 +179,8 @@ def _collate_list(batch: list) -> list:
 def _loaders(config: RunConfig, classes: ClassTable,
              world: int) -> tuple[DataLoader, DataLoader, torch.utils.data.Sampler | None]:
     hp = config.hp
-    train_tf = SegmentationPresetTrain(base_size=hp.base_size, crop_size=hp.crop_size, min_scale=hp.min_scale,
-                                       max_scale=hp.max_scale, color_jitter=hp.color_jitter)
+    train_tf = SegmentationPresetTrain(base_size=hp.base_size, crop_size=hp.crop_size, crop_height=hp.crop_height,
+                                       min_scale=hp.min_scale, max_scale=hp.max_scale, color_jitter=hp.color_jitter)
     n = len(classes.names)
     train_set = get_dataset(config.data, fmt=config.format, split='train', num_classes=n, transform=train_tf)
     val_set = get_dataset(config.data, fmt=config.format, split='validation', num_classes=n,
@@ -217,18 +217,22 @@ def _build(config: RunConfig, num_classes: int) -> nn.Module:
         return build_model(algorithm=hp.algorithm, backbone=hp.backbone, num_classes=num_classes,
                            use_pretrained_model=hp.use_pretrained_model and not starts_from_checkpoint,
                            backbone_weights=None if starts_from_checkpoint else hp.backbone_weights,
-                           output_stride=hp.output_stride, aux_loss=hp.aux_loss)
+                           output_stride=hp.output_stride, aux_loss=hp.aux_loss, decoder=hp.decoder)
     except (OSError, RuntimeError) as err:  # torchvision's download fails with URLError (an OSError)
         msg = (f'could not load the ImageNet weights of {hp.backbone} ({err}); put them in torch\'s '
                'cache, pass --backbone-weights PATH, or --use_pretrained_model false')
         raise ValueError(msg) from None
 
 
+# Checkpoints written before a network option existed were trained with its default.
+NETWORK_DEFAULTS = {'decoder': 'none'}
+
+
 def _check_compatible(hp: Hyperparameters, saved: dict, path: Path) -> None:
     # SageMaker: backbone, algorithm and num_classes define the network and must match.
     mismatched = [f'{k}: {saved.get(k)!r} there, {getattr(hp, k)!r} here'
-                  for k in ('algorithm', 'backbone', 'num_classes', 'output_stride')
-                  if saved.get(k) != getattr(hp, k)]
+                  for k in ('algorithm', 'backbone', 'num_classes', 'output_stride', 'decoder')
+                  if saved.get(k, NETWORK_DEFAULTS.get(k)) != getattr(hp, k)]
     if mismatched:
         msg = f'checkpoint {path} was trained with a different network: {"; ".join(mismatched)}'
         raise ValueError(msg)
@@ -275,7 +279,8 @@ def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) 
         model.load_state_dict(saved['model'], strict=False)
     if hp.syncbn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
+    # NHWC runs the convolutions 15-20 % faster on CPU (oneDNN) and on tensor cores.
+    model.to(device, memory_format=torch.channels_last)
     if world > 1:
         ids = [device.index] if device.type == 'cuda' else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)

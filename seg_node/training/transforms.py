@@ -1,7 +1,8 @@
 """Paired image/label transforms: SageMaker's default augmentation and the evaluation preset.
 
 Training: the long side is rescaled to ``base_size`` x U(min_scale, max_scale), then a random
-square ``crop_size`` crop (padded with the ignore label), a horizontal flip and optional
+square ``crop_size`` crop (or ``crop_height`` x ``crop_size`` for wide frames; padded with the
+ignore label), a horizontal flip and optional
 photometric jitter. Evaluation resizes the frame exactly as the node's engine does, so mIoU in
 training and in ``seg_eval`` is the same measurement.
 """
@@ -33,11 +34,11 @@ def to_normalized_tensor(image: np.ndarray, mean: Sequence[float] = IMAGENET_MEA
 class SegmentationPresetTrain:
     """SageMaker's augmentation: random long-side rescale, square crop, flip (+ jitter)."""
 
-    def __init__(self, *, base_size: int, crop_size: int, min_scale: float = 0.5, max_scale: float = 2.0,
-                 color_jitter: float = 0.0, mean: Sequence[float] = IMAGENET_MEAN,
+    def __init__(self, *, base_size: int, crop_size: int, crop_height: int = 0, min_scale: float = 0.5,
+                 max_scale: float = 2.0, color_jitter: float = 0.0, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD) -> None:
         self.base_size, self.min_scale, self.max_scale = base_size, min_scale, max_scale
-        self.crop = v2.RandomCrop(crop_size, pad_if_needed=True,
+        self.crop = v2.RandomCrop((crop_height or crop_size, crop_size), pad_if_needed=True,
                                   fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX})
         steps: list[v2.Transform] = [v2.RandomHorizontalFlip()]
         if color_jitter > 0:
