@@ -32,7 +32,9 @@ test: setup-train lint
 soak: setup
 	$(ISOLATED) $(PY) -m pytest -q test -m soak --soak-minutes 30
 
+# The model is built outside the DDS sandbox: its only network use is fetching ImageNet weights.
 demo: setup-train
+	$(PY) -m seg_node.training.demo_model
 	$(ISOLATED) $(PY) -m seg_node.demo
 
 # DDS benchmarks against the baseline node plus engine micro-benchmarks: out/bench/, BENCHMARKS.md.
