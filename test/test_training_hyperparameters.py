@@ -48,6 +48,15 @@ def test_crop_size_rounded_up_to_multiple_of_8(tmp_path):
         parse_args(['--data', 'd', '--output', 'o', '--crop_height', '8'])
 
 
+def test_ohem_threshold_is_a_probability_and_excludes_class_weights():
+    assert parse_args(['--data', 'd', '--output', 'o', '--ohem_threshold', '0.7']).hp.ohem_threshold == 0.7
+    with pytest.raises(ValueError, match=r'ohem_threshold must be in \[0, 1\)'):
+        parse_args(['--data', 'd', '--output', 'o', '--ohem_threshold', '1.5'])
+    with pytest.raises(ValueError, match='choose one'):
+        parse_args(['--data', 'd', '--output', 'o', '--ohem_threshold', '0.7', '--class_weighting',
+                    'median_frequency'])
+
+
 @pytest.mark.parametrize(('argv', 'message'), [
     (['--optimizer', 'lbfgs'], "optimizer must be one of"),
     (['--num_classes', '300'], 'num_classes must be 2..254'),

@@ -15,6 +15,7 @@ from seg_node.training.hyperparameters import Hyperparameters, RunConfig
 from seg_node.training.models import build_model
 from seg_node.training.train import (
     criterion,
+    hard_pixel_loss,
     load_checkpoint,
     main,
     make_optimizer,
@@ -24,6 +25,27 @@ from seg_node.training.train import (
 )
 
 torch.set_num_threads(2)
+
+
+def _two_class_logits(p_true):
+    # Class 0 is the true class; logits (log p, log(1 - p)) give it probability p exactly.
+    p = torch.tensor(p_true, dtype=torch.float64)
+    return torch.stack([p.log(), (1 - p).log()])[None, :, None, :]  # [1, 2, 1, N]
+
+
+def test_hard_pixel_loss_averages_only_pixels_below_the_threshold():
+    logits = _two_class_logits([0.9, 0.5, 0.2, 0.99, 0.3])
+    target = torch.tensor([[[0, 0, 0, 0, 255]]])  # the last pixel is ignored however hard it is
+    expected = -(np.log(0.5) + np.log(0.2)) / 2
+    assert hard_pixel_loss(logits, target, threshold=0.7).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_hard_pixel_loss_keeps_the_hardest_sixteenth_when_all_are_easy():
+    p = [0.99] * 30 + [0.95, 0.9]
+    loss = hard_pixel_loss(_two_class_logits(p), torch.zeros(1, 1, 32, dtype=torch.long), threshold=0.7)
+    assert loss.item() == pytest.approx(-(np.log(0.95) + np.log(0.9)) / 2, rel=1e-9)
+    empty = hard_pixel_loss(_two_class_logits([0.5]), torch.full((1, 1, 1), 255), threshold=0.7)
+    assert empty.item() == 0.0
 
 
 @pytest.fixture(scope='module')

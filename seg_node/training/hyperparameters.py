@@ -66,6 +66,7 @@ class Hyperparameters:
     max_scale: float = 2.0
     color_jitter: float = 0.0
     class_weighting: str = 'none'  # 'median_frequency': SegNet's balancing of rare classes
+    ohem_threshold: float = 0.0  # >0: loss only over pixels whose true class scores below it (OHEM)
     eval_size: list[int] | None = None
     backbone_weights: str | None = None
     head_lr_mult: float = 10.0
@@ -88,6 +89,12 @@ class Hyperparameters:
             if getattr(self, name) <= 16:
                 msg = f'{name} must be > 16, got {getattr(self, name)}'
                 raise ValueError(msg)
+        if not 0 <= self.ohem_threshold < 1:
+            msg = f'ohem_threshold must be in [0, 1), got {self.ohem_threshold}'
+            raise ValueError(msg)
+        if self.ohem_threshold and self.class_weighting != 'none':
+            msg = 'ohem_threshold and class_weighting both rebalance the loss: choose one'
+            raise ValueError(msg)
         if not 0 < self.learning_rate <= 1:
             msg = f'learning_rate must be in (0, 1], got {self.learning_rate}'
             raise ValueError(msg)

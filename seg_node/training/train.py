@@ -53,11 +53,30 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ValueError(msg) from None
 
 
+def hard_pixel_loss(logits: torch.Tensor, target: torch.Tensor, threshold: float,
+                    min_kept_fraction: float = 1 / 16) -> torch.Tensor:
+    """OHEM cross-entropy: mean over the pixels whose true class scores below ``threshold``.
+
+    At least ``min_kept_fraction`` of the labelled pixels (the hardest) always count, so the loss
+    never runs out of pixels once most of the image is easy.
+    """
+    losses = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction='none').flatten()
+    losses = losses[target.flatten() != IGNORE_INDEX]
+    if losses.numel() == 0:
+        return logits.sum() * 0.0
+    hard = losses > -math.log(threshold)  # p(true class) < threshold
+    kept = max(int(hard.sum()), min(losses.numel(), math.ceil(losses.numel() * min_kept_fraction)))
+    return losses.topk(kept, sorted=False).values.mean()
+
+
 def criterion(outputs: dict[str, torch.Tensor], target: torch.Tensor,
-              weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Pixel-wise cross-entropy (255 ignored, optional class weights); the auxiliary head counts half."""
-    losses = {name: nn.functional.cross_entropy(x.float(), target, weight=weight, ignore_index=IGNORE_INDEX)
-              for name, x in outputs.items()}
+              weight: torch.Tensor | None = None, ohem_threshold: float = 0.0) -> torch.Tensor:
+    """Pixel-wise cross-entropy (255 ignored; class weights or OHEM); the auxiliary head counts half."""
+    if ohem_threshold:
+        losses = {name: hard_pixel_loss(x.float(), target, ohem_threshold) for name, x in outputs.items()}
+    else:
+        losses = {name: nn.functional.cross_entropy(x.float(), target, weight=weight, ignore_index=IGNORE_INDEX)
+                  for name, x in outputs.items()}
     return losses['out'] + 0.5 * losses['aux'] if 'aux' in losses else losses['out']
 
 
@@ -118,7 +137,7 @@ def median_frequency_weights(frequencies: np.ndarray, max_weight: float = 10.0) 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: object,
                     loader: DataLoader, device: torch.device, *, epoch: int, amp: bool,
                     scaler: torch.amp.GradScaler | None, max_iterations: int = 0,
-                    weight: torch.Tensor | None = None) -> float:
+                    weight: torch.Tensor | None = None, ohem_threshold: float = 0.0) -> float:
     """One pass over the training data; returns the mean loss."""
     model.train()
     total, count = 0.0, 0
@@ -130,7 +149,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
             break
         with _autocast(device, amp):
             outputs = model(images.to(device, non_blocking=True, memory_format=torch.channels_last))
-            loss = criterion(outputs, targets.to(device, non_blocking=True), weight)
+            loss = criterion(outputs, targets.to(device, non_blocking=True), weight, ohem_threshold)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -304,7 +323,8 @@ def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) 
             sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         loss = train_one_epoch(model, optimizer, scheduler, train_loader, device, epoch=epoch, amp=amp,
-                               scaler=scaler, max_iterations=hp.max_iterations, weight=weight)
+                               scaler=scaler, max_iterations=hp.max_iterations, weight=weight,
+                               ohem_threshold=hp.ohem_threshold)
         # Validation in full precision, like the exported model, so the numbers match seg_eval.
         matrix = evaluate(model, val_loader, device, hp.num_classes)
         scores = matrix.compute()
