@@ -69,6 +69,25 @@ def test_export_matches_pytorch(checkpoints, tmp_path, algorithm, options):
     assert inp.elem_type == (onnx.TensorProto.UINT8 if uint8 else onnx.TensorProto.FLOAT)
 
 
+def test_score_offset_is_part_of_the_exported_graph(tmp_path):
+    path = _checkpoint(tmp_path / 'offset.pt', 'fcn', output_stride=32, decoder='skip')
+    saved = torch.load(path, weights_only=True)
+    saved['model']['score_offset'][7] = 1e4  # traffic sign wins every pixel
+    torch.save(saved, path)
+    out = tmp_path / 'offset.onnx'
+    export_checkpoint(path, out, ExportOptions(input_format='uint8', argmax=True, height=48, width=96))
+    engine = SegmentationEngine(out, EngineConfig(providers=('cpu',)))
+    image, _ = render_scene(3, width=96, height=48)
+    assert (engine.segment([image])[0].class_mask == 7).all()
+
+
+def test_checkpoint_from_before_the_score_offset_still_exports(tmp_path):
+    path = _checkpoint(tmp_path / 'old.pt', 'fcn')
+    saved = torch.load(path, weights_only=True)
+    del saved['model']['score_offset']
+    assert load_model(saved).score_offset.abs().sum() == 0
+
+
 def test_psp_is_exported_at_a_fixed_size_and_says_so(checkpoints, tmp_path):
     export_checkpoint(checkpoints['psp'], tmp_path / 'p.onnx')
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / 'p.onnx')).metadata_props}

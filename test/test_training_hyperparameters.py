@@ -81,3 +81,12 @@ def test_unknown_yaml_key_and_missing_data(tmp_path):
 def test_step_epochs():
     hp = Hyperparameters(lr_scheduler='step', lr_scheduler_step='10, 20')
     assert hp.step_epochs() == [10, 20]
+
+
+def test_logit_adjustment_needs_class_weights():
+    args = ['--data', 'd', '--output', 'o', '--class_weighting', 'median_frequency', '--logit_adjustment', '0.5']
+    assert parse_args(args).hp.logit_adjustment == 0.5
+    with pytest.raises(ValueError, match='needs class_weighting median_frequency'):
+        parse_args(['--data', 'd', '--output', 'o', '--logit_adjustment', '0.5'])
+    with pytest.raises(ValueError, match=r'logit_adjustment must be in \[0, 2\]'):
+        parse_args([*args[:-1], '3'])

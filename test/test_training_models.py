@@ -49,6 +49,21 @@ def test_skip_decoder_feeds_on_stride4_stride2_and_image():
     assert out['aux'].shape == (2, 4, 64, 96)
 
 
+def test_score_offset_shifts_scores_outside_training_only():
+    torch.manual_seed(0)
+    model = build_model(num_classes=3, output_stride=32, decoder='skip')
+    x = torch.randn(2, 3, 32, 64)
+    model.eval()
+    with torch.inference_mode():
+        plain = model(x)['out']
+        model.score_offset.copy_(torch.tensor([0.0, -1.5, 2.0]))
+        shifted = model(x)['out']
+    torch.testing.assert_close(shifted - plain, torch.tensor([0.0, -1.5, 2.0])[:, None, None].expand_as(plain))
+    model.train()
+    model.score_offset.fill_(1e6)
+    assert model(x)['out'].abs().max() < 1e3  # training sees the raw scores
+
+
 def test_skip_decoder_resolves_a_line_one_pixel_wide():
     # The coarse scores and skip features carry nothing here: only the decoder's full-resolution
     # step can place the line, and it must do so exactly.

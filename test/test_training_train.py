@@ -115,6 +115,19 @@ def test_incremental_training_needs_the_same_network(data, tmp_path):
                         hp=_hp(epochs=1, algorithm='deeplab')))
 
 
+def test_logit_adjustment_offsets_scores_by_the_class_weights(data, tmp_path):
+    train(RunConfig(data=data, output=tmp_path, hp=_hp(epochs=1, class_weighting='median_frequency',
+                                                          logit_adjustment=0.5)))
+    saved = load_checkpoint(tmp_path / 'model_best.pt')
+    frequencies = get_dataset(data, split='train', num_classes=19).class_frequencies(19)
+    weights = median_frequency_weights(frequencies)
+    present = weights > 0
+    expected = np.zeros(19, np.float32)
+    expected[present] = -0.5 * np.log(weights[present].astype(np.float32))
+    np.testing.assert_allclose(saved['model']['score_offset'].numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert (expected[present] != 0).any()
+
+
 def test_early_stopping(data, tmp_path):
     # A tolerance of 1.0 asks every epoch to double the best mIOU, which a ~frozen model cannot.
     hp = _hp(epochs=6, learning_rate=1e-9, early_stopping=True, early_stopping_min_epochs=2,

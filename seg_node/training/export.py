@@ -102,6 +102,7 @@ def load_model(checkpoint: dict) -> nn.Module:
                         use_pretrained_model=False, output_stride=hp['output_stride'],
                         decoder=hp.get('decoder', 'none'))
     state = {k: v for k, v in checkpoint['model'].items() if not k.startswith('aux_classifier.')}
+    state.setdefault('score_offset', model.score_offset)  # checkpoints from before the logit adjustment
     model.load_state_dict(state)
     return model.eval()
 

@@ -67,6 +67,7 @@ class Hyperparameters:
     color_jitter: float = 0.0
     class_weighting: str = 'none'  # 'median_frequency': SegNet's balancing of rare classes
     ohem_threshold: float = 0.0  # >0: loss only over pixels whose true class scores below it (OHEM)
+    logit_adjustment: float = 0.0  # tau: scores - tau * log(class weight) in validation and export
     eval_size: list[int] | None = None
     backbone_weights: str | None = None
     head_lr_mult: float = 10.0
@@ -94,6 +95,12 @@ class Hyperparameters:
             raise ValueError(msg)
         if self.ohem_threshold and self.class_weighting != 'none':
             msg = 'ohem_threshold and class_weighting both rebalance the loss: choose one'
+            raise ValueError(msg)
+        if not 0 <= self.logit_adjustment <= 2:
+            msg = f'logit_adjustment must be in [0, 2], got {self.logit_adjustment}'
+            raise ValueError(msg)
+        if self.logit_adjustment and self.class_weighting == 'none':
+            msg = 'logit_adjustment corrects class-weighted training: it needs class_weighting median_frequency'
             raise ValueError(msg)
         if not 0 < self.learning_rate <= 1:
             msg = f'learning_rate must be in (0, 1], got {self.learning_rate}'

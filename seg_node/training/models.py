@@ -72,13 +72,16 @@ class SkipDecoder(nn.Module):
 class SegmentationModel(nn.Module):
     """Backbone + head (+ auxiliary head on layer3); returns ``{'out', 'aux'}`` at input size."""
 
-    def __init__(self, backbone: nn.Module, classifier: nn.Module,
-                 aux_classifier: nn.Module | None = None, decoder: SkipDecoder | None = None) -> None:
+    def __init__(self, backbone: nn.Module, classifier: nn.Module, aux_classifier: nn.Module | None = None,
+                 decoder: SkipDecoder | None = None, *, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
         self.aux_classifier = aux_classifier
         self.decoder = decoder
+        # Added to the scores outside training (so in validation and in the export): the logit
+        # adjustment that takes back the prior that class-weighted training put on rare classes.
+        self.register_buffer('score_offset', torch.zeros(num_classes))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Score every pixel: logits [N, C, H, W] under 'out' (and 'aux' when it has one)."""
@@ -90,6 +93,8 @@ class SegmentationModel(nn.Module):
             result['out'] = self.decoder(out, features['stride4'], features['stride2'], x)
         else:
             result['out'] = F.interpolate(out, size=size, mode='bilinear', align_corners=False)
+        if not self.training:
+            result['out'] = result['out'] + self.score_offset.to(result['out'].dtype)[:, None, None]
         if self.aux_classifier is not None:
             aux = self.aux_classifier(features['aux'])
             result['aux'] = F.interpolate(aux, size=size, mode='bilinear', align_corners=False)
@@ -229,4 +234,5 @@ def build_model(*, algorithm: str = 'fcn', backbone: str = 'resnet-50', num_clas
     else:
         head = DeepLabHead(2048, num_classes)
     aux = FCNHead(1024, num_classes) if aux_loss else None
-    return SegmentationModel(body, head, aux, SkipDecoder(num_classes) if decoder == 'skip' else None)
+    return SegmentationModel(body, head, aux, SkipDecoder(num_classes) if decoder == 'skip' else None,
+                             num_classes=num_classes)

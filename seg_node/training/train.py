@@ -296,6 +296,11 @@ def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) 
         saved = load_checkpoint(config.init_checkpoint)
         _check_compatible(hp, saved.get('hyperparameters', {}), config.init_checkpoint)
         model.load_state_dict(saved['model'], strict=False)
+    if weight is not None and hp.logit_adjustment:
+        # Menon et al. 2021: weighted cross-entropy learns p(c|x) scaled by w_c; subtracting
+        # tau * log w_c undoes that prior (tau 1) or part of it, keeping some of the recall gained.
+        present = weight > 0
+        model.score_offset[present] = -hp.logit_adjustment * weight[present].log().cpu()
     if hp.syncbn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     # NHWC runs the convolutions 15-20 % faster on CPU (oneDNN) and on tensor cores.
@@ -312,6 +317,7 @@ def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) 
     if config.resume is not None:
         saved = load_checkpoint(config.resume)
         _check_compatible(hp, saved['hyperparameters'], config.resume)
+        saved['model'].setdefault('score_offset', torch.zeros(hp.num_classes))  # saved before it existed
         (model.module if world > 1 else model).load_state_dict(saved['model'])
         optimizer.load_state_dict(saved['optimizer'])
         scheduler.load_state_dict(saved['lr_scheduler'])
