@@ -39,8 +39,8 @@ def _interleaved_medians_ms(runs: dict, repeats: int) -> dict[str, float]:
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def export_random_model(algorithm: str, size: tuple[int, int], folder: Path) -> Path:
-    """A randomly initialised ResNet50 head exported (and verified) as seg_export would."""
+def export_random_model(algorithm: str, size: tuple[int, int], folder: Path) -> tuple[torch.nn.Module, Path]:
+    """A randomly initialised ResNet50 head (eval mode) and its export, verified as seg_export would."""
     hp = Hyperparameters(algorithm=algorithm, num_classes=19, use_pretrained_model=False,
                          crop_size=size[0], eval_size=list(size))
     torch.manual_seed(0)
@@ -50,14 +50,13 @@ def export_random_model(algorithm: str, size: tuple[int, int], folder: Path) -> 
                                   fmt='sagemaker', epoch=0, metrics={}), checkpoint)
     path = folder / f'{algorithm}.onnx'
     export_checkpoint(checkpoint, path, ExportOptions(height=size[0], width=size[1]))
-    return path
+    return model, path
 
 
 def measure(algorithm: str, size: tuple[int, int], *, batch: int, repeats: int, folder: Path) -> dict:
     """Median ms per frame of eager PyTorch, bare ORT and the engine for one head."""
-    path = export_random_model(algorithm, size, folder)
+    model, path = export_random_model(algorithm, size, folder)
     torch.set_num_threads(2)
-    model = build_model(algorithm=algorithm, num_classes=19, output_stride=8).eval()
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
     normalized = ((frame / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)

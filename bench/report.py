@@ -16,6 +16,11 @@ def _ratio(ours: float, theirs: float) -> str:
     return f'{theirs / ours:.1f}x'
 
 
+def _stages(case: dict) -> dict[str, float]:
+    """A case's median stage times, keyed by stage name."""
+    return {k.removesuffix('_ms_p50'): v for k, v in case['stages_ms'].items()}
+
+
 def _outside_model(stages: dict[str, float]) -> float:
     if 'not_inference' in stages:
         return stages['not_inference']
@@ -33,7 +38,7 @@ def _targets(results: dict, by_key: dict) -> list[str]:
     if not head:
         return []
     lat = head['latency_ms']
-    stages = {k.removesuffix('_ms_p50'): v for k, v in head['stages_ms'].items()}
+    stages = _stages(head)
     outside = _outside_model(stages) if stages else float('nan')
     rows = [
         ('frames with a mask, 2 cameras x 30 Hz', '>= 95 %', f'{head["delivered_fraction"]:.1%}',
@@ -43,7 +48,7 @@ def _targets(results: dict, by_key: dict) -> list[str]:
         ('everything but the model, per frame', '<= 10 ms', f'{outside:.1f} ms', _check(outside <= 10)),
     ]
     if base and base['stages_ms']:
-        base_outside = _outside_model({k.removesuffix('_ms_p50'): v for k, v in base['stages_ms'].items()})
+        base_outside = _outside_model(_stages(base))
         rows.append(('... compared with the baseline', '>= 4x less', f'{base_outside / outside:.1f}x less',
                      _check(base_outside / outside >= 4)))
     one = by_key.get(('seg_node', '1 cam rgb8 30 Hz'))
@@ -102,14 +107,14 @@ def write_report(results: dict, path: Path) -> None:
               '| all but inference vs baseline |',
               '|---|---|---|---|---|---|---|---|---|']
     for r in results['cases']:
-        stages = {k.removesuffix('_ms_p50'): v for k, v in r['stages_ms'].items()}
+        stages = _stages(r)
         if not stages:
             continue
         outside = _outside_model(stages)
         base = by_key.get(('baseline', r['name']))
         ratio = ''
         if r['impl'] == 'seg_node' and base and base['stages_ms']:
-            base_outside = _outside_model({k.removesuffix('_ms_p50'): v for k, v in base['stages_ms'].items()})
+            base_outside = _outside_model(_stages(base))
             ratio = f'{base_outside / outside:.1f}x less' if outside else ''
         cells = [_fmt(stages.get(k, float('nan')), 2) for k in ('convert', 'preprocess', 'inference', 'render',
                                                                'publish')]

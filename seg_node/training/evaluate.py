@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seg_node.prepost import blend, colorize, palette_lut, resize_image, resize_nearest
+from seg_node.prepost import blend, colorize, palette_lut, resize_nearest
 from seg_node.training.datasets import FORMATS, SegmentationFiles, get_dataset
 from seg_node.training.metrics import ConfusionMatrix
 
@@ -72,17 +72,18 @@ def _checkpoint_predictor(path: Path, device: str) -> tuple[Callable, tuple, tup
 
     from seg_node.training.export import load_model  # noqa: PLC0415
     from seg_node.training.train import load_checkpoint, predict  # noqa: PLC0415
-    from seg_node.training.transforms import to_normalized_tensor  # noqa: PLC0415
+    from seg_node.training.transforms import SegmentationPresetEval  # noqa: PLC0415
 
     checkpoint = load_checkpoint(path)
     target = torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else
                           ('cpu' if device == 'auto' else device))
     model = load_model(checkpoint).to(target)
-    size = checkpoint['hyperparameters'].get('eval_size')  # what training validated at
+    # The size training validated at, so this predictor sees what validation saw.
+    preset = SegmentationPresetEval(size=checkpoint['hyperparameters'].get('eval_size'),
+                                    mean=checkpoint['mean'], std=checkpoint['std'])
 
     def run(images: list[np.ndarray]) -> list[np.ndarray]:
-        resized = [resize_image(image, tuple(size)) if size else image for image in images]
-        tensors = [to_normalized_tensor(image, checkpoint['mean'], checkpoint['std']) for image in resized]
+        tensors = [preset.image(image) for image in images]
         if len({t.shape for t in tensors}) == 1:
             return list(predict(model, torch.stack(tensors).to(target)))
         return [predict(model, t[None].to(target))[0] for t in tensors]

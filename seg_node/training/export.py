@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from seg_node.contract import KEY_SCORES, metadata_props, set_metadata
+from seg_node.training.hyperparameters import saved_hyperparameters
 from seg_node.training.models import build_model
 from seg_node.training.train import load_checkpoint
 
@@ -97,12 +98,10 @@ class DeployWrapper(nn.Module):
 
 def load_model(checkpoint: dict) -> nn.Module:
     """Rebuild the network of a checkpoint (no auxiliary head, no pretrained download)."""
-    hp = checkpoint['hyperparameters']
+    hp = saved_hyperparameters(checkpoint['hyperparameters'])
     model = build_model(algorithm=hp['algorithm'], backbone=hp['backbone'], num_classes=hp['num_classes'],
-                        use_pretrained_model=False, output_stride=hp['output_stride'],
-                        decoder=hp.get('decoder', 'none'))
+                        use_pretrained_model=False, output_stride=hp['output_stride'], decoder=hp['decoder'])
     state = {k: v for k, v in checkpoint['model'].items() if not k.startswith('aux_classifier.')}
-    state.setdefault('score_offset', model.score_offset)  # checkpoints from before the logit adjustment
     model.load_state_dict(state)
     return model.eval()
 
@@ -213,7 +212,7 @@ def export_checkpoint(checkpoint_path: str | Path, output: str | Path,
         msg = f'opset must be 17 or newer, got {options.opset}'
         raise ExportError(msg)
     checkpoint = load_checkpoint(checkpoint_path)
-    hp, mean, std = checkpoint['hyperparameters'], checkpoint['mean'], checkpoint['std']
+    hp, mean, std = saved_hyperparameters(checkpoint['hyperparameters']), checkpoint['mean'], checkpoint['std']
     reference = load_model(checkpoint)
     (height, width), fixed = _export_size(hp, options)
     deploy = load_model(checkpoint)
@@ -227,7 +226,7 @@ def export_checkpoint(checkpoint_path: str | Path, output: str | Path,
     metrics = checkpoint.get('metrics', {})
     extra = {
         'seg_node.algorithm': hp['algorithm'], 'seg_node.backbone': hp['backbone'],
-        'seg_node.output_stride': hp['output_stride'], 'seg_node.decoder': hp.get('decoder', 'none'),
+        'seg_node.output_stride': hp['output_stride'], 'seg_node.decoder': hp['decoder'],
         'seg_node.fixed_input_size': fixed,
         'seg_node.precision': 'fp16' if options.fp16 else 'fp32',
         'seg_node.epoch': checkpoint.get('epoch'),

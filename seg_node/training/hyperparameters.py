@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ['Hyperparameters', 'RunConfig', 'parse_args']
+__all__ = ['Hyperparameters', 'RunConfig', 'parse_args', 'saved_hyperparameters']
 
 OPTIMIZERS = ('sgd', 'nag', 'adam', 'adamw', 'rmsprop', 'adagrad')
 SCHEDULERS = ('poly', 'cosine', 'step')
@@ -241,3 +241,8 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
 def as_dict(hp: Hyperparameters) -> dict[str, object]:
     """Plain-type dict (for checkpoints loaded with ``weights_only`` and for YAML)."""
     return dataclasses.asdict(hp)
+
+
+def saved_hyperparameters(saved: dict) -> dict[str, object]:
+    """A checkpoint's hyperparameters, with the default for any name added since it was written."""
+    return as_dict(Hyperparameters()) | saved

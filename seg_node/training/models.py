@@ -83,6 +83,11 @@ class SegmentationModel(nn.Module):
         # adjustment that takes back the prior that class-weighted training put on rare classes.
         self.register_buffer('score_offset', torch.zeros(num_classes))
 
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False) -> object:
+        """Load weights; checkpoints from before the logit adjustment had no score offset, i.e. zero."""
+        state = {'score_offset': torch.zeros_like(self.score_offset)} | dict(state_dict)
+        return super().load_state_dict(state, strict=strict, assign=assign)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Score every pixel: logits [N, C, H, W] under 'out' (and 'aux' when it has one)."""
         size = x.shape[-2:]

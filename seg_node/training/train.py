@@ -26,7 +26,7 @@ from tqdm import tqdm
 from seg_node.contract import IMAGENET_MEAN, IMAGENET_STD
 from seg_node.prepost import resize_nearest
 from seg_node.training.datasets import ClassTable, class_table, get_dataset
-from seg_node.training.hyperparameters import Hyperparameters, RunConfig, as_dict, parse_args
+from seg_node.training.hyperparameters import Hyperparameters, RunConfig, as_dict, parse_args, saved_hyperparameters
 from seg_node.training.labels import IGNORE_INDEX
 from seg_node.training.metrics import ConfusionMatrix
 from seg_node.training.models import build_model
@@ -243,15 +243,12 @@ def _build(config: RunConfig, num_classes: int) -> nn.Module:
         raise ValueError(msg) from None
 
 
-# Checkpoints written before a network option existed were trained with its default.
-NETWORK_DEFAULTS = {'decoder': 'none'}
-
-
 def _check_compatible(hp: Hyperparameters, saved: dict, path: Path) -> None:
     # SageMaker: backbone, algorithm and num_classes define the network and must match.
-    mismatched = [f'{k}: {saved.get(k)!r} there, {getattr(hp, k)!r} here'
+    saved = saved_hyperparameters(saved)
+    mismatched = [f'{k}: {saved[k]!r} there, {getattr(hp, k)!r} here'
                   for k in ('algorithm', 'backbone', 'num_classes', 'output_stride', 'decoder')
-                  if saved.get(k, NETWORK_DEFAULTS.get(k)) != getattr(hp, k)]
+                  if saved[k] != getattr(hp, k)]
     if mismatched:
         msg = f'checkpoint {path} was trained with a different network: {"; ".join(mismatched)}'
         raise ValueError(msg)
@@ -317,7 +314,6 @@ def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) 
     if config.resume is not None:
         saved = load_checkpoint(config.resume)
         _check_compatible(hp, saved['hyperparameters'], config.resume)
-        saved['model'].setdefault('score_offset', torch.zeros(hp.num_classes))  # saved before it existed
         (model.module if world > 1 else model).load_state_dict(saved['model'])
         optimizer.load_state_dict(saved['optimizer'])
         scheduler.load_state_dict(saved['lr_scheduler'])

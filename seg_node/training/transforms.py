@@ -73,6 +73,10 @@ class SegmentationPresetEval:
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Return (normalized float 3xhxw at the input size, uint8 HxW label untouched)."""
+        return self.image(image), label
+
+    def image(self, image: np.ndarray) -> torch.Tensor:
+        """The model input for one uint8 RGB frame: resized to the input size, normalized."""
         if self.size is not None:
             image = resize_image(image, self.size)
-        return to_normalized_tensor(image, self.mean, self.std), label
+        return to_normalized_tensor(image, self.mean, self.std)
