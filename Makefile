@@ -21,7 +21,7 @@ $(VENV)/.train-installed: $(VENV)/.node-installed
 	touch $@
 
 lint: setup
-	$(VENV)/bin/ruff check seg_node test launch bench
+	$(VENV)/bin/ruff check seg_node test launch bench demo
 
 # DDS tests run in a private network namespace when we are root (see scripts/isolated.sh).
 test: setup-train lint
@@ -35,7 +35,7 @@ soak: setup
 # The model is built outside the DDS sandbox: its only network use is fetching ImageNet weights.
 demo: setup-train
 	$(PY) -m seg_node.training.demo_model
-	$(ISOLATED) $(PY) -m seg_node.demo
+	$(ISOLATED) $(PY) -m demo.run
 
 # DDS benchmarks against the baseline node plus engine micro-benchmarks: out/bench/, BENCHMARKS.md.
 bench: setup-train

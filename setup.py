@@ -28,7 +28,7 @@ PYPI_RUNTIME = [
 setup(
     name=package_name,
     version='0.1.0',
-    packages=find_packages(exclude=['test', 'test.*', 'bench', 'bench.*']),
+    packages=find_packages(exclude=['test', 'test.*', 'bench', 'bench.*', 'demo', 'demo.*']),
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
@@ -50,13 +50,13 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'seg_node = seg_node.node:main',
-            'seg_node_managed = seg_node.managed:main',
+            'seg_node = seg_node.ros.node:main',
+            'seg_node_managed = seg_node.ros.managed:main',
             'seg_train = seg_node.training.train:main',
             'seg_export = seg_node.training.export:main',
             'seg_eval = seg_node.training.evaluate:main',
             'seg_bag = seg_node.bag.cli:main',
-            'seg_build_engine = seg_node.build_engine:main',
+            'seg_build_engine = seg_node.runtime.build_engine:main',
         ],
     },
 )

@@ -21,7 +21,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
-from seg_node.palettes import CITYSCAPES_PALETTE
+from seg_node.model.classes import CITYSCAPES_PALETTE
 
 
 class BaselineNode(Node):

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from seg_node.contract_models import palette_scene
-from seg_node.conversion import encode_compressed
+from seg_node.model.known_answer import palette_scene
+from seg_node.msg.image import encode_compressed
 
 WIDTH, HEIGHT = 1920, 1080
 

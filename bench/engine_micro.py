@@ -16,9 +16,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from seg_node.contract import IMAGENET_MEAN, IMAGENET_STD
-from seg_node.engine import EngineConfig, SegmentationEngine
-from seg_node.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.model.contract import IMAGENET_MEAN, IMAGENET_STD
+from seg_node.runtime.engine import EngineConfig, SegmentationEngine
 from seg_node.training.datasets import ClassTable
 from seg_node.training.export import ExportOptions, export_checkpoint
 from seg_node.training.hyperparameters import Hyperparameters

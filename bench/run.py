@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from bench.common import camera_topic, output_topic
-from seg_node.contract_models import palette_classifier
+from seg_node.model.known_answer import palette_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / 'out' / 'bench'
@@ -132,7 +132,7 @@ def node_command(impl: str, case: Case, model: Path) -> list[str]:
         return [sys.executable, '-m', 'bench.baseline_node', '--ros-args', '-p', f'model_path:={model}',
                 '-p', f'image_topics:={topics}']
     extra = [arg for param in os.environ.get('BENCH_NODE_PARAMS', '').split() for arg in ('-p', param)]
-    return [sys.executable, '-m', 'seg_node.node', '--ros-args', '-p', f'model_path:={model}',
+    return [sys.executable, '-m', 'seg_node.ros.node', '--ros-args', '-p', f'model_path:={model}',
             '-p', f'image_topics:={topics}', '-p', 'providers:=[cpu]', *extra]
 
 

@@ -1,6 +1,6 @@
 """Start seg_node on the configured cameras; optionally RViz2 and a bag replay.
 
-All decisions live in seg_node.launch_config (tested without launch); this file only maps
+All decisions live in seg_node.ros.launch_config (tested without launch); this file only maps
 them onto launch actions.
 """
 
@@ -10,7 +10,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from seg_node.launch_config import LAUNCH_ARGUMENTS, launch_plan
+from seg_node.ros.launch_config import LAUNCH_ARGUMENTS, launch_plan
 
 
 def _setup(context):

@@ -21,9 +21,9 @@ from rclpy.parameter import Parameter
 from ros_helpers import wait_for
 from sensor_msgs.msg import CompressedImage, Image
 
-from seg_node.contract_models import palette_classifier
-from seg_node.conversion import encode_compressed
-from seg_node.node import SegmentationNode
+from seg_node.model.known_answer import palette_classifier
+from seg_node.msg.image import encode_compressed
+from seg_node.ros.node import SegmentationNode
 
 # What ONNX Runtime raises when a CUDA kernel faults (the text of a real one, shortened).
 CUDA_ERROR = ('[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700: an illegal memory access was '

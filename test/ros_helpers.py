@@ -32,7 +32,7 @@ class NodeProcess:
     """``seg_node`` as its own process, as a user runs it."""
 
     def __init__(self, params: dict[str, object], *, extra_args: list[str] | None = None,
-                 module: str = 'seg_node.node') -> None:
+                 module: str = 'seg_node.ros.node') -> None:
         args = [sys.executable, '-m', module, '--ros-args']
         for name, value in params.items():
             args += ['-p', f'{name}:={_param_text(value)}']

@@ -12,7 +12,7 @@ from seg_node.bag import messages
 from seg_node.bag.bagio import TYPESTORE, BagWriter
 from seg_node.bag.cli import main
 from seg_node.bag.synth import SynthOptions, stamp_ns, write_drive
-from seg_node.contract_models import palette_classifier
+from seg_node.model.known_answer import palette_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,13 +12,13 @@ import onnx
 import pytest
 from ros_helpers import NodeProcess
 
-from seg_node import topics
 from seg_node.bag.bagio import frame_key, open_bag
 from seg_node.bag.cli import main
 from seg_node.bag.evaluate import evaluate_bag
 from seg_node.bag.label import LabelOptions, label_bag
 from seg_node.bag.synth import SynthOptions, write_drive
-from seg_node.contract_models import palette_classifier
+from seg_node.model.known_answer import palette_classifier
+from seg_node.msg import topics
 
 pytestmark = pytest.mark.dds
 

@@ -2,9 +2,9 @@
 
 import onnx
 
-from seg_node.build_engine import main
-from seg_node.contract_models import palette_classifier
-from seg_node.engine import usable_providers
+from seg_node.model.known_answer import palette_classifier
+from seg_node.runtime.build_engine import main
+from seg_node.runtime.engine import usable_providers
 
 
 def test_build_reports_the_provider_and_exit_code(tmp_path, capsys):

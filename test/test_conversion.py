@@ -8,7 +8,7 @@ import pytest
 from rosbags.image import message_to_cvimage
 from sensor_msgs.msg import CompressedImage, Image
 
-from seg_node.conversion import (
+from seg_node.msg.image import (
     ImageConversionError,
     MessageBuffer,
     compressed_to_rgb,

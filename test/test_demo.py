@@ -11,7 +11,7 @@ import pytest
 
 from seg_node import demo
 from seg_node.bag.bagio import open_bag
-from seg_node.contract_models import palette_classifier
+from seg_node.model.known_answer import palette_classifier
 
 pytestmark = pytest.mark.dds
 
@@ -24,7 +24,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp('demo')
     onnx.save(palette_classifier(input_size=(96, 160)), root / 'model.onnx')
     result = subprocess.run(
-        [sys.executable, '-m', 'seg_node.demo', '--model', str(root / 'model.onnx'),
+        [sys.executable, '-m', 'demo.run', '--model', str(root / 'model.onnx'),
          '--out', str(root / 'out'), '--frames', str(FRAMES), '--width', '160', '--height', '96'],
         capture_output=True, text=True, cwd=REPO, timeout=240, check=False)
     return root / 'out', result

@@ -7,11 +7,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from seg_node.contract import KEY_CLASSES, KEY_MEAN, KEY_PALETTE, KEY_STD, ModelOverrides, set_metadata
-from seg_node.contract_models import boundary_mask, palette_classifier, palette_scene
-from seg_node.engine import EngineConfig, EngineError, SegmentationEngine, usable_providers
-from seg_node.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, distinct_palette
-from seg_node.prepost import resize_nearest
+from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, distinct_palette
+from seg_node.model.contract import KEY_CLASSES, KEY_MEAN, KEY_PALETTE, KEY_STD, ModelOverrides, set_metadata
+from seg_node.model.known_answer import boundary_mask, palette_classifier, palette_scene
+from seg_node.runtime.engine import EngineConfig, EngineError, SegmentationEngine, usable_providers
+from seg_node.runtime.render import resize_nearest
 
 CPU = EngineConfig(providers=('cpu',))
 

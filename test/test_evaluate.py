@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from seg_node.engine import EngineConfig, SegmentationEngine
-from seg_node.prepost import resize_nearest
-from seg_node.synthetic import write_cityscapes_dataset, write_sagemaker_dataset
+from seg_node.runtime.engine import EngineConfig, SegmentationEngine
+from seg_node.runtime.render import resize_nearest
+from seg_node.synthetic.drive import write_cityscapes_dataset, write_sagemaker_dataset
 from seg_node.training.datasets import get_dataset
 from seg_node.training.evaluate import evaluate_model, main
 from seg_node.training.export import ExportOptions, export_checkpoint

@@ -6,9 +6,9 @@ import onnx
 import pytest
 import torch
 
-from seg_node.engine import EngineConfig, SegmentationEngine
-from seg_node.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from seg_node.synthetic import render_scene
+from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.runtime.engine import EngineConfig, SegmentationEngine
+from seg_node.synthetic.drive import render_scene
 from seg_node.training import export as export_module
 from seg_node.training.export import ExportError, ExportOptions, export_checkpoint, load_model, main
 from seg_node.training.hyperparameters import Hyperparameters, as_dict

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from seg_node.frame_queue import LatestFrameSlots, PendingFrame
+from seg_node.runtime.frame_slots import LatestFrameSlots, PendingFrame
 
 
 def test_a_newer_frame_replaces_the_waiting_one_per_camera():

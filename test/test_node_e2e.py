@@ -12,11 +12,11 @@ from ros_helpers import NodeProcess, SpinningNode, wait_for
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from seg_node.camera_io import qos
-from seg_node.contract_models import SHARPNESS, boundary_mask, palette_classifier, palette_scene
-from seg_node.conversion import encode_compressed
-from seg_node.palettes import CITYSCAPES_PALETTE
-from seg_node.prepost import blend
+from seg_node.model.classes import CITYSCAPES_PALETTE
+from seg_node.model.known_answer import SHARPNESS, boundary_mask, palette_classifier, palette_scene
+from seg_node.msg.image import encode_compressed
+from seg_node.ros.camera import qos
+from seg_node.runtime.render import blend
 
 pytestmark = pytest.mark.dds
 

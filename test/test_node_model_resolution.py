@@ -9,9 +9,9 @@ from rclpy.qos import qos_profile_sensor_data
 from ros_helpers import NodeProcess, SpinningNode, wait_for
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from seg_node.camera_io import qos
-from seg_node.contract_models import boundary_mask, palette_classifier, palette_scene
-from seg_node.conversion import encode_compressed
+from seg_node.model.known_answer import boundary_mask, palette_classifier, palette_scene
+from seg_node.msg.image import encode_compressed
+from seg_node.ros.camera import qos
 
 pytestmark = pytest.mark.dds
 

@@ -4,9 +4,9 @@ import onnx
 import pytest
 from rclpy.parameter import Parameter
 
-from seg_node.contract_models import palette_classifier
-from seg_node.node import SegmentationNode, StartupError
-from seg_node.settings import PARAMETERS
+from seg_node.model.known_answer import palette_classifier
+from seg_node.ros.node import SegmentationNode, StartupError
+from seg_node.ros.parameters import PARAMETERS
 
 
 @pytest.fixture(scope='module')

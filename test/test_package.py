@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seg_node.launch_config import LAUNCH_ARGUMENTS
-from seg_node.settings import PARAMETERS
+from seg_node.ros.launch_config import LAUNCH_ARGUMENTS
+from seg_node.ros.parameters import PARAMETERS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,8 +31,8 @@ def test_setup_installs_the_ament_marker_launch_config_and_rviz():
     for folder in ('launch', 'config', 'rviz'):
         assert f"'/{folder}'" in text
     assert (REPO / 'resource' / 'seg_node').exists()
-    assert 'seg_node = seg_node.node:main' in text
-    assert 'seg_node_managed = seg_node.managed:main' in text
+    assert 'seg_node = seg_node.ros.node:main' in text
+    assert 'seg_node_managed = seg_node.ros.managed:main' in text
     assert 'install_scripts=$base/lib/seg_node' in (REPO / 'setup.cfg').read_text()
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from seg_node.engine import Segmentation
-from seg_node.palettes import CITYSCAPES_PALETTE
-from seg_node.prepost import blend, colorize, palette_lut, render_outputs, resize_nearest
+from seg_node.model.classes import CITYSCAPES_PALETTE
+from seg_node.runtime.engine import Segmentation
+from seg_node.runtime.render import blend, colorize, palette_lut, render_outputs, resize_nearest
 
 RNG = np.random.default_rng(3)
 PALETTE = np.asarray(CITYSCAPES_PALETTE, np.uint8)

@@ -14,9 +14,9 @@ from reliability_helpers import FRONT, LEFT, image_msg, png_msg, save_model
 from ros_helpers import NodeProcess, SpinningNode, wait_for
 from sensor_msgs.msg import CompressedImage, Image
 
-from seg_node.camera_io import qos
-from seg_node.contract_models import palette_scene
-from seg_node.diagnostics import ERROR, OK
+from seg_node.model.known_answer import palette_scene
+from seg_node.ros.camera import qos
+from seg_node.ros.diagnostics import ERROR, OK
 
 pytestmark = pytest.mark.dds
 
@@ -198,7 +198,7 @@ def call(client, service, request, timeout=15.0):
 
 def test_the_managed_node_is_driven_by_lifecycle_services_and_stops_on_sigterm(tmp_path):
     model = save_model(tmp_path / 'palette.onnx')
-    process = NodeProcess(PARAMS | {'model_path': model}, module='seg_node.managed')
+    process = NodeProcess(PARAMS | {'model_path': model}, module='seg_node.ros.managed')
     client = Client('lifecycle_client')
     node = client.ros.node
     change = node.create_client(ChangeState, '/seg_node/change_state')

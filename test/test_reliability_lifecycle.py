@@ -8,8 +8,8 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from reliability_helpers import FRONT, LEFT, Harness, image_msg, save_model
 
-from seg_node.contract_models import palette_scene
-from seg_node.managed import ManagedSegmentationNode
+from seg_node.model.known_answer import palette_scene
+from seg_node.ros.managed import ManagedSegmentationNode
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 

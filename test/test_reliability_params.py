@@ -15,10 +15,10 @@ from reliability_helpers import FRONT, image_msg, node_in_process, save_model, s
 from ros_helpers import wait_for
 
 from seg_node import core
-from seg_node.contract_models import palette_scene
-from seg_node.diagnostics import OK, WARN
-from seg_node.model_loader import BackgroundLoad
-from seg_node.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.model.known_answer import palette_scene
+from seg_node.ros.diagnostics import OK, WARN
+from seg_node.runtime.loader import BackgroundLoad
 
 REVERSED = CITYSCAPES_PALETTE[::-1]  # a model that calls colour i class 18 - i
 

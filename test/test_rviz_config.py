@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seg_node import topics
+from seg_node.msg import topics
 
 REPO = Path(__file__).resolve().parents[1]
 RVIZ = REPO / 'rviz' / 'camera_seg.rviz'

@@ -2,9 +2,9 @@
 
 import pytest
 
-from seg_node.launch_config import LAUNCH_ARGUMENTS, LaunchArgumentError, camera_topics, launch_plan
-from seg_node.settings import PARAMETERS, SettingsError, check_parameter, default_values, settings_from_values
-from seg_node.topics import camera_info_topic, camera_namespace, segmentation_topic, validate_image_topics
+from seg_node.msg.topics import camera_info_topic, camera_namespace, segmentation_topic, validate_image_topics
+from seg_node.ros.launch_config import LAUNCH_ARGUMENTS, LaunchArgumentError, camera_topics, launch_plan
+from seg_node.ros.parameters import PARAMETERS, SettingsError, check_parameter, default_values, settings_from_values
 
 
 @pytest.mark.parametrize(('topic', 'namespace', 'mask'), [

@@ -20,8 +20,8 @@ from reliability_helpers import FRONT, LEFT, image_msg, png_msg, save_model
 from ros_helpers import NodeProcess, SpinningNode, wait_for
 from sensor_msgs.msg import CompressedImage, Image
 
-from seg_node.camera_io import qos
-from seg_node.palettes import CITYSCAPES_PALETTE
+from seg_node.model.classes import CITYSCAPES_PALETTE
+from seg_node.ros.camera import qos
 
 RATE_HZ = 30.0
 HEIGHT, WIDTH = 240, 320

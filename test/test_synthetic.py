@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from seg_node.synthetic import (
+from seg_node.synthetic.drive import (
     CLASSES_PRESENT,
     IGNORE,
     ROAD,
@@ -84,7 +84,7 @@ def test_drive_rejects_unknown_camera():
 
 
 def test_generator_does_not_import_torch():
-    code = ('import sys, seg_node.synthetic as s; s.render_scene(0, width=32, height=16); '
+    code = ('import sys, seg_node.synthetic.drive as s; s.render_scene(0, width=32, height=16); '
             'print("torch" in sys.modules)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == 'False'

@@ -6,14 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from seg_node.synthetic import (
+from seg_node.model.labels import TRAIN_ID_TO_CAMVID, lookup_table
+from seg_node.synthetic.drive import (
     dataset_frame,
     render_scene,
     write_camvid_dataset,
     write_cityscapes_dataset,
 )
 from seg_node.training.datasets import DatasetError, class_table, get_dataset
-from seg_node.training.labels import TRAIN_ID_TO_CAMVID, lookup_table
 
 
 def _write_pair(root, split, name, image, label):

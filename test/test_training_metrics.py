@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from seg_node.training.metrics import ConfusionMatrix
+from seg_node.runtime.metrics import ConfusionMatrix
 
 
 def test_hand_computed_case():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg_node.prepost import resize_image
+from seg_node.runtime.render import resize_image
 from seg_node.training.transforms import SegmentationPresetEval, SegmentationPresetTrain, to_normalized_tensor
 
 COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)

@@ -16,7 +16,7 @@ from rosbags.rosbag2.errors import ReaderError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 
-from seg_node import topics
+from seg_node.msg import topics
 
 # Kilted's standard definitions: bags we write carry them, so `ros2 bag play` accepts them.
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from seg_node import topics
 from seg_node.bag import messages
 from seg_node.bag.bagio import (
     IMAGE,
@@ -28,10 +27,11 @@ from seg_node.bag.bagio import (
     open_bag,
     read,
 )
-from seg_node.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from seg_node.prepost import resize_nearest
-from seg_node.stats import percentile
-from seg_node.training.metrics import ConfusionMatrix, SegmentationMetrics
+from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.msg import topics
+from seg_node.runtime.metrics import ConfusionMatrix, SegmentationMetrics
+from seg_node.runtime.render import resize_nearest
+from seg_node.runtime.stats import percentile
 
 MASK = '/segmentation/mask'
 TRUTH = f'/segmentation/{topics.GROUND_TRUTH}'

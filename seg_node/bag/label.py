@@ -14,7 +14,6 @@ from typing import Any
 from rclpy.serialization import serialize_message
 from tqdm import tqdm
 
-from seg_node import topics
 from seg_node.bag import messages
 from seg_node.bag.bagio import (
     IMAGE_TYPES,
@@ -25,10 +24,11 @@ from seg_node.bag.bagio import (
     connections_for,
     open_bag,
 )
-from seg_node.camera_io import labels_message
-from seg_node.conversion import ImageConversionError, message_to_rgb
-from seg_node.engine import DEFAULT_PROVIDERS, EngineConfig, EngineError, SegmentationEngine
-from seg_node.prepost import palette_lut, render_outputs
+from seg_node.msg import topics
+from seg_node.msg.image import ImageConversionError, message_to_rgb
+from seg_node.ros.camera import labels_message
+from seg_node.runtime.engine import DEFAULT_PROVIDERS, EngineConfig, EngineError, SegmentationEngine
+from seg_node.runtime.render import palette_lut, render_outputs
 
 DEFAULT_OUTPUTS = ('mask', 'color_mask', 'overlay')
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from seg_node.bag.bagio import TYPESTORE
-from seg_node.conversion import encode_compressed
+from seg_node.msg.image import encode_compressed
 
 _T = TYPESTORE.types
 Header = _T['std_msgs/msg/Header']

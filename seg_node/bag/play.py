@@ -27,8 +27,8 @@ from rosbags.interfaces import QosDurability
 from rosgraph_msgs.msg import Clock
 from tqdm import tqdm
 
-from seg_node import topics
 from seg_node.bag.bagio import BagError, BagWriter, connections_for, open_bag, prepare_output, read
+from seg_node.msg import topics
 
 RECORD_DEPTH = 100  # deep enough that a slow disk write never makes a reliable writer block long
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from seg_node import topics
 from seg_node.bag import messages
 from seg_node.bag.bagio import BagError, BagWriter
-from seg_node.contract_models import palette_scene
-from seg_node.synthetic import Drive
+from seg_node.model.known_answer import palette_scene
+from seg_node.msg import topics
+from seg_node.synthetic.drive import Drive
 
 # Camera names in rig order (the synthetic rig's yaws: front, front-left, front-right, rear, ...).
 CAMERA_NAMES = ('front', 'left', 'right', 'rear', 'rear_left', 'rear_right', 'side_left', 'side_right')

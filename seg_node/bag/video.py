@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from seg_node.bag.bagio import BagError, camera_image_topics, frame_key, namespace_of, open_bag, prepare_file, read
 from seg_node.bag.evaluate import ClassTable, class_table, mask_of
-from seg_node.conversion import ImageConversionError, message_to_rgb
+from seg_node.msg.image import ImageConversionError, message_to_rgb
 
 LAYOUTS = ('overlay', 'side-by-side')
 FOURCC = 'mp4v'  # the MPEG-4 encoder every opencv-python wheel ships; H.264 needs a system ffmpeg

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seg_node.palettes import default_class_table
-from seg_node.training.labels import (
+from seg_node.model.classes import default_class_table
+from seg_node.model.labels import (
     CAMVID_CLASSES,
     CAMVID_PALETTE,
     CAMVID_VOID,

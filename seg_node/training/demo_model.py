@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torchvision.models import ResNet50_Weights
 
-from seg_node.synthetic import write_sagemaker_dataset
+from seg_node.synthetic.drive import write_sagemaker_dataset
 from seg_node.training.evaluate import evaluate_model
 from seg_node.training.export import ExportOptions, export_checkpoint
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig, as_dict
@@ -125,7 +125,7 @@ def build_demo_model(output: Path = DEFAULT_OUTPUT, *, work: Path | None = None,
     scores = result.matrix.compute()
     card = {
         'model': str(output), 'bytes': output.stat().st_size,
-        'trained_on': 'synthetic driving scenes only (seg_node.synthetic), Cityscapes train ids',
+        'trained_on': 'synthetic driving scenes only (seg_node.synthetic.drive), Cityscapes train ids',
         'recipe': asdict(recipe) | {'hyperparameters': as_dict(hp)},
         'device': device, 'machine': platform.processor() or platform.machine(),
         'torch_threads': torch.get_num_threads(),

@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seg_node.prepost import blend, colorize, palette_lut, resize_nearest
+from seg_node.runtime.metrics import ConfusionMatrix
+from seg_node.runtime.render import blend, colorize, palette_lut, resize_nearest
 from seg_node.training.datasets import FORMATS, SegmentationFiles, get_dataset
-from seg_node.training.metrics import ConfusionMatrix
 
 __all__ = ['EvaluationResult', 'evaluate_model', 'main']
 
@@ -57,7 +57,7 @@ def _batches(dataset: SegmentationFiles, batch_size: int,
 
 
 def _onnx_predictor(path: Path, providers: Sequence[str]) -> tuple[Callable, tuple, tuple]:
-    from seg_node.engine import EngineConfig, SegmentationEngine  # noqa: PLC0415 - onnx-only dependency
+    from seg_node.runtime.engine import EngineConfig, SegmentationEngine  # noqa: PLC0415 - onnx-only dependency
 
     engine = SegmentationEngine(path, EngineConfig(providers=tuple(providers)))
 

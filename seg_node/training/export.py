@@ -23,7 +23,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from seg_node.contract import KEY_SCORES, metadata_props, set_metadata
+from seg_node.model.contract import KEY_SCORES, metadata_props, set_metadata
 from seg_node.training.hyperparameters import saved_hyperparameters
 from seg_node.training.models import build_model
 from seg_node.training.train import load_checkpoint

@@ -23,12 +23,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from seg_node.contract import IMAGENET_MEAN, IMAGENET_STD
-from seg_node.prepost import resize_nearest
+from seg_node.model.contract import IMAGENET_MEAN, IMAGENET_STD
+from seg_node.model.labels import IGNORE_INDEX
+from seg_node.runtime.metrics import ConfusionMatrix
+from seg_node.runtime.render import resize_nearest
 from seg_node.training.datasets import ClassTable, class_table, get_dataset
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig, as_dict, parse_args, saved_hyperparameters
-from seg_node.training.labels import IGNORE_INDEX
-from seg_node.training.metrics import ConfusionMatrix
 from seg_node.training.models import build_model
 from seg_node.training.transforms import SegmentationPresetEval, SegmentationPresetTrain
 

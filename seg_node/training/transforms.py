@@ -17,9 +17,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF  # noqa: N812 - torchvision's alias
 
-from seg_node.contract import IMAGENET_MEAN, IMAGENET_STD
-from seg_node.prepost import resize_image
-from seg_node.training.labels import IGNORE_INDEX
+from seg_node.model.contract import IMAGENET_MEAN, IMAGENET_STD
+from seg_node.model.labels import IGNORE_INDEX
+from seg_node.runtime.render import resize_image
 
 __all__ = ['SegmentationPresetEval', 'SegmentationPresetTrain', 'to_normalized_tensor']
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from seg_node import topics
 from seg_node.bag.bagio import BagError
 from seg_node.bag.evaluate import EvalReport, evaluate_bag, last_diagnostics
 from seg_node.bag.play import PlayOptions, play_bag
 from seg_node.bag.synth import CAMERA_NAMES, FPS, SynthOptions, image_topic, write_drive
 from seg_node.bag.video import VideoOptions, write_video
-from seg_node.engine import EngineConfig, EngineError, SegmentationEngine
-from seg_node.stats import percentile
+from seg_node.msg import topics
+from seg_node.runtime.engine import EngineConfig, EngineError, SegmentationEngine
+from seg_node.runtime.stats import percentile
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / 'models' / 'demo.onnx'
@@ -111,7 +111,7 @@ class NodeProcess:
                   'providers': f'[{", ".join(PROVIDERS)}]',
                   # A reliable, queued input: frames are lost only if the node falls behind.
                   'input_reliability': 'reliable', 'input_depth': '10', 'diagnostics_period_s': '0.5'}
-        argv = [sys.executable, '-m', 'seg_node.node', '--ros-args']
+        argv = [sys.executable, '-m', 'seg_node.ros.node', '--ros-args']
         for name, value in params.items():
             argv += ['-p', f'{name}:={value}']
         self.log = log
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='python -m seg_node.demo', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python -m demo.run', description=__doc__.splitlines()[0])
     parser.add_argument('--model', type=Path, default=DEFAULT_MODEL,
                         help='ONNX model (default: models/demo.onnx, trained on first use)')
     parser.add_argument('--out', type=Path, default=REPO / 'out' / 'demo', help='output directory')

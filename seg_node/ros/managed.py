@@ -1,4 +1,4 @@
-"""seg_node as a managed (lifecycle) node: ``python -m seg_node.managed --ros-args ...``.
+"""seg_node as a managed (lifecycle) node: ``python -m seg_node.ros.managed --ros-args ...``.
 
 The engine is built in ``configure`` (a TensorRT build can take minutes), images are taken only
 while ``active``, so a system launcher can bring the node up in order. The wiring is the plain
@@ -12,7 +12,7 @@ from typing import Any
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from seg_node.core import SegmentationCore, StartupError, spin
+from seg_node.ros.node_base import SegmentationCore, StartupError, spin
 
 
 class ManagedSegmentationNode(SegmentationCore, LifecycleNode):

@@ -20,9 +20,9 @@ import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
-from seg_node.contract import ModelContractError, ModelOverrides, ModelSpec, read_model_spec
-from seg_node.graph import CLASS_MASK, CONFIDENCE, INPUT, wrap_model
-from seg_node.prepost import resize_image
+from seg_node.model.contract import ModelContractError, ModelOverrides, ModelSpec, read_model_spec
+from seg_node.model.wrap import CLASS_MASK, CONFIDENCE, INPUT, wrap_model
+from seg_node.runtime.render import resize_image
 
 _log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seg_node.training.labels import IGNORE_INDEX
+from seg_node.model.labels import IGNORE_INDEX
 
 __all__ = ['ConfusionMatrix', 'SegmentationMetrics']
 

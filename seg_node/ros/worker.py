@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from seg_node.camera_io import CameraIO
-from seg_node.conversion import ImageConversionError, message_to_rgb
-from seg_node.frame_queue import LatestFrameSlots, PendingFrame
-from seg_node.prepost import render_outputs
-from seg_node.settings import NodeSettings
-from seg_node.supervisor import EngineSupervisor, InferenceError
+from seg_node.msg.image import ImageConversionError, message_to_rgb
+from seg_node.ros.camera import CameraIO
+from seg_node.ros.parameters import NodeSettings
+from seg_node.runtime.frame_slots import LatestFrameSlots, PendingFrame
+from seg_node.runtime.render import render_outputs
+from seg_node.runtime.supervisor import EngineSupervisor, InferenceError
 
 STAGES = ('convert', 'preprocess', 'inference', 'render', 'publish')
 

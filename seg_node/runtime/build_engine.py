@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from seg_node.engine import (
+from seg_node.runtime.engine import (
     DEFAULT_PROVIDERS,
     DEFAULT_TRT_CACHE,
     EngineConfig,

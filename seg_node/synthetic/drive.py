@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seg_node.training.labels import TRAIN_ID_TO_CAMVID, TRAIN_ID_TO_CITYSCAPES_ID, lookup_table
+from seg_node.model.labels import TRAIN_ID_TO_CAMVID, TRAIN_ID_TO_CITYSCAPES_ID, lookup_table
 
 __all__ = [
     'CLASSES_PRESENT', 'Drive', 'dataset_frame', 'render_scene', 'write_camvid_dataset',

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from seg_node.contract import IMAGENET_MEAN, IMAGENET_STD, KEY_SCORES, metadata_props, set_metadata
-from seg_node.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.model.contract import IMAGENET_MEAN, IMAGENET_STD, KEY_SCORES, metadata_props, set_metadata
 
 # Scales the scores so the softmax of an exact palette colour is confidently peaked.
 SHARPNESS = 40.0
@@ -90,7 +90,7 @@ def palette_classifier(palette: Sequence[Sequence[int]] = CITYSCAPES_PALETTE, *,
     # ReduceMax takes its axes as an input only from opset 18.
     opset = max(opset, 18) if confidence else opset
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset)],
-                              producer_name='seg_node.contract_models')
+                              producer_name='seg_node.model.known_answer')
     # onnx 1.23 writes IR 14, newer than ONNX Runtime 1.31 reads.
     model.ir_version = 10
     if with_metadata:

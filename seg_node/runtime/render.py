@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from seg_node.engine import Segmentation
+    from seg_node.runtime.engine import Segmentation
 
 MASK_AT_INPUT = 'input'
 MASK_AT_MODEL = 'model'

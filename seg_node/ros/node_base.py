@@ -25,15 +25,10 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from seg_node.camera_io import CameraIO, labels_message, qos
-from seg_node.diagnostics import Limits, camera_status, engine_status
-from seg_node.engine import EngineError
-from seg_node.frame_queue import LatestFrameSlots, PendingFrame
-from seg_node.model_file import ModelFileError
-from seg_node.model_loader import ActiveModel, BackgroundLoad, ModelRequest, build_model
-from seg_node.pipeline import FramePipeline, InferenceWorker
-from seg_node.prepost import MASK_AT_MODEL
-from seg_node.settings import (
+from seg_node.model.file import ModelFileError
+from seg_node.ros.camera import CameraIO, labels_message, qos
+from seg_node.ros.diagnostics import Limits, camera_status, engine_status
+from seg_node.ros.parameters import (
     MODEL_PARAMS,
     PARAMETERS,
     NodeSettings,
@@ -42,7 +37,12 @@ from seg_node.settings import (
     check_parameter,
     settings_from_values,
 )
-from seg_node.supervisor import EngineSupervisor
+from seg_node.ros.worker import FramePipeline, InferenceWorker
+from seg_node.runtime.engine import EngineError
+from seg_node.runtime.frame_slots import LatestFrameSlots, PendingFrame
+from seg_node.runtime.loader import ActiveModel, BackgroundLoad, ModelRequest, build_model
+from seg_node.runtime.render import MASK_AT_MODEL
+from seg_node.runtime.supervisor import EngineSupervisor
 
 _TYPES = {
     'bool': Parameter.Type.BOOL, 'int': Parameter.Type.INTEGER, 'double': Parameter.Type.DOUBLE,

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from seg_node.contract import CLASS_IDS, FLOAT_NCHW, ModelSpec
+from seg_node.model.contract import CLASS_IDS, FLOAT_NCHW, ModelSpec
 
 INPUT = 'image'
 CLASS_MASK = 'class_mask'

@@ -13,11 +13,11 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
-from seg_node import topics
-from seg_node.contract import ModelSpec
-from seg_node.conversion import MessageBuffer
-from seg_node.prepost import RenderedOutputs
-from seg_node.stats import CameraStats
+from seg_node.model.contract import ModelSpec
+from seg_node.msg import topics
+from seg_node.msg.image import MessageBuffer
+from seg_node.runtime.render import RenderedOutputs
+from seg_node.runtime.stats import CameraStats
 
 try:  # vision_msgs is optional: labels fall back to a JSON std_msgs/String
     from vision_msgs.msg import LabelInfo, VisionClass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from seg_node.core import SegmentationCore, StartupError, spin
+from seg_node.ros.node_base import SegmentationCore, StartupError, spin
 
 __all__ = ['SegmentationNode', 'StartupError', 'main']
 

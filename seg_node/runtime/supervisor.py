@@ -14,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from seg_node.engine import EngineError, Segmentation
-from seg_node.model_file import ModelFileError
-from seg_node.model_loader import ActiveModel, ModelRequest, build_model, cpu_request
+from seg_node.model.file import ModelFileError
+from seg_node.runtime.engine import EngineError, Segmentation
+from seg_node.runtime.loader import ActiveModel, ModelRequest, build_model, cpu_request
 
 
 class Logger(Protocol):

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from seg_node.stats import CameraStats, Period, percentile
-from seg_node.supervisor import EngineHealth
+from seg_node.runtime.stats import CameraStats, Period, percentile
+from seg_node.runtime.supervisor import EngineHealth
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 Problem = tuple[bytes, str]  # (level, reason)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seg_node.contract import ModelOverrides
-from seg_node.engine import EngineConfig, EngineError, SegmentationEngine
-from seg_node.model_file import ModelFileError, read_verified
-from seg_node.prepost import palette_lut
+from seg_node.model.contract import ModelOverrides
+from seg_node.model.file import ModelFileError, read_verified
+from seg_node.runtime.engine import EngineConfig, EngineError, SegmentationEngine
+from seg_node.runtime.render import palette_lut
 
 # Size of the test frame run through a model with dynamic spatial size.
 _TEST_FRAME = (64, 64)

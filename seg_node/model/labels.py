@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seg_node.palettes import CAMVID_CLASSES, CAMVID_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.model.classes import CAMVID_CLASSES, CAMVID_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
 __all__ = [
     'CAMVID_CLASSES', 'CAMVID_PALETTE', 'CAMVID_VOID', 'CITYSCAPES_CLASSES', 'CITYSCAPES_ID_TO_TRAIN_ID',

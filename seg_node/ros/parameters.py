@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from seg_node.contract import ModelOverrides
-from seg_node.engine import DEFAULT_PROVIDERS, DEFAULT_TRT_CACHE, PROVIDERS, EngineConfig
-from seg_node.prepost import MASK_AT_INPUT, MASK_AT_MODEL
-from seg_node.topics import validate_image_topics
+from seg_node.model.contract import ModelOverrides
+from seg_node.msg.topics import validate_image_topics
+from seg_node.runtime.engine import DEFAULT_PROVIDERS, DEFAULT_TRT_CACHE, PROVIDERS, EngineConfig
+from seg_node.runtime.render import MASK_AT_INPUT, MASK_AT_MODEL
 
 RELIABILITY = ('best_effort', 'reliable')
 

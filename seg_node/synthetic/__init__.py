@@ -1,0 +1,1 @@
+"""Synthetic driving scenes with exact per-pixel labels (numpy and OpenCV only)."""
