@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from seg_node.model.known_answer import palette_scene
+from seg_node.msg import topics
 from seg_node.msg.image import encode_compressed
 
 WIDTH, HEIGHT = 1920, 1080
@@ -18,12 +19,12 @@ WIDTH, HEIGHT = 1920, 1080
 
 def camera_topic(index: int, compressed: bool) -> str:
     """Image topic of benchmark camera ``index``."""
-    return f'/bench_cam{index}/image_raw' + ('/compressed' if compressed else '')
+    return topics.camera_image_topic(f'bench{index}') + (topics.COMPRESSED_SUFFIX if compressed else '')
 
 
 def output_topic(index: int, name: str) -> str:
     """seg_node output topic of benchmark camera ``index``."""
-    return f'/bench_cam{index}/segmentation/{name}'
+    return topics.segmentation_topic(camera_topic(index, compressed=False), name)
 
 
 def frames(count: int, seed: int) -> list[np.ndarray]:

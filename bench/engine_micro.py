@@ -16,13 +16,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.model.classes import CITYSCAPES
 from seg_node.model.contract import IMAGENET_MEAN, IMAGENET_STD
-from seg_node.runtime.engine import EngineConfig, SegmentationEngine
-from seg_node.training.datasets import ClassTable
+from seg_node.runtime.config import EngineConfig
+from seg_node.runtime.loader import ModelRequest, load_model
 from seg_node.training.export import ExportOptions, export_checkpoint
 from seg_node.training.hyperparameters import Hyperparameters
-from seg_node.training.models import build_model
+from seg_node.training.models import build_network
 from seg_node.training.train import checkpoint_payload
 
 
@@ -44,10 +44,9 @@ def export_random_model(algorithm: str, size: tuple[int, int], folder: Path) -> 
     hp = Hyperparameters(algorithm=algorithm, num_classes=19, use_pretrained_model=False,
                          crop_size=size[0], eval_size=list(size))
     torch.manual_seed(0)
-    model = build_model(algorithm=algorithm, num_classes=19, output_stride=8).eval()
+    model = build_network(algorithm=algorithm, num_classes=19, output_stride=8).eval()
     checkpoint = folder / f'{algorithm}.pt'
-    torch.save(checkpoint_payload(model, hp, ClassTable(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE),
-                                  fmt='sagemaker', epoch=0, metrics={}), checkpoint)
+    torch.save(checkpoint_payload(model, hp, CITYSCAPES, fmt='sagemaker', epoch=0, metrics={}), checkpoint)
     path = folder / f'{algorithm}.onnx'
     export_checkpoint(checkpoint, path, ExportOptions(height=size[0], width=size[1]))
     return model, path
@@ -65,7 +64,7 @@ def measure(algorithm: str, size: tuple[int, int], *, batch: int, repeats: int, 
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     bare = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
     name = bare.get_inputs()[0].name
-    engine = SegmentationEngine(path, EngineConfig(providers=('cpu',)))
+    engine = load_model(ModelRequest(str(path), config=EngineConfig(providers=('cpu',)))).engine
     with torch.inference_mode():
         ms = _interleaved_medians_ms({
             'eager': lambda: model(tensor),

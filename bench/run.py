@@ -12,8 +12,6 @@ import json
 import os
 import platform
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +23,7 @@ import onnx
 
 from bench.common import camera_topic, output_topic
 from seg_node.model.known_answer import palette_classifier
+from seg_node.ros.harness import ChildProcess
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / 'out' / 'bench'
@@ -44,51 +43,6 @@ class Case:
     def name(self) -> str:
         """Short label for tables."""
         return f'{self.cameras} cam {"jpeg" if self.compressed else "rgb8"} {self.rate_hz:g} Hz'
-
-
-class Process:
-    """A child process whose output is collected in the background."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=env, cwd=REPO)
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def result(self, timeout: float) -> dict:
-        """The JSON of the process's RESULT line (waits for it to exit)."""
-        self.proc.wait(timeout)
-        self._thread.join(2)
-        for line in self.lines:
-            if line.startswith('RESULT '):
-                return json.loads(line[7:])
-        raise RuntimeError('no result from ' + ' '.join(self.proc.args) + '\n' + '\n'.join(self.lines[-20:]))
-
-    def wait_for_line(self, needle: str, timeout: float) -> None:
-        """Wait until the process prints ``needle``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(needle in line for line in self.lines):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f'{self.proc.args[2]} not ready:\n' + '\n'.join(self.lines[-20:]))
-
-    def stop(self) -> None:
-        """SIGINT, then kill if it lingers."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 class ProcSampler:
@@ -139,24 +93,24 @@ def node_command(impl: str, case: Case, model: Path) -> list[str]:
 def run_case(impl: str, case: Case, model: Path, domain: int) -> dict:
     """Run one case and summarize what the monitor saw."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1')
-    node = Process(node_command(impl, case, model), env)
+    node = ChildProcess(node_command(impl, case, model), env=env, cwd=REPO)
     processes = [node]
     try:
         node.wait_for_line('segmenting', 60)
         sampler = ProcSampler(node.proc.pid)
-        monitor = Process([sys.executable, '-m', 'bench.monitor', '--cameras', str(case.cameras),
-                           '--seconds', str(case.seconds + 9)], env)
+        monitor = ChildProcess([sys.executable, '-m', 'bench.monitor', '--cameras', str(case.cameras),
+                           '--seconds', str(case.seconds + 9)], env=env, cwd=REPO)
         monitor.wait_for_line('MONITOR READY', 40)
-        playback = Process([sys.executable, '-m', 'bench.playback', '--cameras', str(case.cameras),
+        playback = ChildProcess([sys.executable, '-m', 'bench.playback', '--cameras', str(case.cameras),
                             '--rate', str(case.rate_hz), '--seconds', str(case.seconds)]
-                           + (['--compressed'] if case.compressed else []), env)
+                           + (['--compressed'] if case.compressed else []), env=env, cwd=REPO)
         processes += [monitor, playback]
         sent = playback.result(case.seconds + 60)
         seen = monitor.result(case.seconds + 60)
         sampler.stop()
     finally:
         for process in processes:
-            process.stop()
+            process.stop(timeout=5)
     return summarize(impl, case, sent, seen, sampler)
 
 

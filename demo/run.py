@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
-import signal
 import subprocess
 import sys
 import time
@@ -23,10 +20,12 @@ import numpy as np
 from seg_node.bag.bagio import BagError
 from seg_node.bag.evaluate import EvalReport, evaluate_bag, last_diagnostics
 from seg_node.bag.play import PlayOptions, play_bag
-from seg_node.bag.synth import CAMERA_NAMES, FPS, SynthOptions, image_topic, write_drive
+from seg_node.bag.synth import CAMERA_NAMES, FPS, SynthOptions, write_drive
 from seg_node.bag.video import VideoOptions, write_video
 from seg_node.msg import topics
-from seg_node.runtime.engine import EngineConfig, EngineError, SegmentationEngine
+from seg_node.ros.harness import NodeProcess, isolate_dds
+from seg_node.runtime.config import EngineConfig
+from seg_node.runtime.loader import LOAD_ERRORS, ModelRequest, load_model
 from seg_node.runtime.stats import percentile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,13 +60,6 @@ class Plan:
     batch_ms: float
 
 
-def isolate_dds() -> None:
-    """Keep DDS on this machine even when the demo is run without scripts/isolated.sh."""
-    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fastdds_localhost.xml'))
-    os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(10, 99)))
-
-
 def ensure_model(path: Path) -> None:
     """Build the demo model when it is the default one and missing."""
     if path.is_file():
@@ -86,8 +78,8 @@ def ensure_model(path: Path) -> None:
 def plan(model: Path, args: argparse.Namespace) -> Plan:
     """Measure the engine on this machine and pick the replay rate and length."""
     try:
-        engine = SegmentationEngine(model, EngineConfig(providers=PROVIDERS))
-    except EngineError as err:
+        engine = load_model(ModelRequest(str(model), config=EngineConfig(providers=PROVIDERS))).engine
+    except LOAD_ERRORS as err:
         raise DemoError(str(err)) from None
     frames = [np.zeros((args.height, args.width, 3), np.uint8)] * args.cameras
     engine.segment(frames)  # the first run allocates; time the ones after it
@@ -103,54 +95,19 @@ def plan(model: Path, args: argparse.Namespace) -> Plan:
     return Plan(args.cameras, count, args.width, args.height, rate, engine.provider, batch_ms)
 
 
-class NodeProcess:
-    """seg_node started as a user would, with its log in a file."""
-
-    def __init__(self, model: Path, image_topics: list[str], log: Path) -> None:
-        params = {'model_path': str(model), 'image_topics': f'[{", ".join(image_topics)}]',
-                  'providers': f'[{", ".join(PROVIDERS)}]',
-                  # A reliable, queued input: frames are lost only if the node falls behind.
-                  'input_reliability': 'reliable', 'input_depth': '10', 'diagnostics_period_s': '0.5'}
-        argv = [sys.executable, '-m', 'seg_node.ros.node', '--ros-args']
-        for name, value in params.items():
-            argv += ['-p', f'{name}:={value}']
-        self.log = log
-        self._log_file = log.open('w')
-        self.proc = subprocess.Popen(argv, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=REPO,
-                                     env=dict(os.environ, PYTHONUNBUFFERED='1'))
-
-    def wait_ready(self) -> None:
-        """Return once the node logs that it is segmenting; raise with its log if it exits."""
-        deadline = time.monotonic() + NODE_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            text = self.log.read_text()
-            if 'segmenting' in text:
-                return
-            if self.proc.poll() is not None:
-                msg = f'seg_node exited with {self.proc.returncode} at startup:\n{text.strip()}'
-                raise DemoError(msg)
-            time.sleep(0.1)
-        msg = f'seg_node did not start within {NODE_START_TIMEOUT_S:g} s (log: {self.log})'
-        raise DemoError(msg)
-
-    def stop(self) -> int:
-        """Stop the node with SIGINT (SIGKILL after 10 s) and return its exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log_file.close()
-        return self.proc.returncode
+def start_node(model: Path, image_topics: list[str], log: Path) -> NodeProcess:
+    """seg_node started as a user would, with its log in ``log``."""
+    params = {'model_path': str(model), 'image_topics': image_topics, 'providers': list(PROVIDERS),
+              # A reliable, queued input: frames are lost only if the node falls behind.
+              'input_reliability': 'reliable', 'input_depth': 10, 'diagnostics_period_s': 0.5}
+    return NodeProcess(params, cwd=REPO, log=log)
 
 
 def summary(plan_: Plan, report: EvalReport, played: dict[str, int], diagnostics: dict) -> dict:
     """The numbers the demo reports, as JSON-ready data."""
     cameras = {}
     for name in CAMERA_NAMES[:plan_.cameras]:
-        topic = image_topic(name)
+        topic = topics.camera_image_topic(name)
         ns = topics.camera_namespace(topic)
         cam = report.cameras[ns]
         node = diagnostics.get(f'seg_node: {ns}', {})
@@ -198,7 +155,7 @@ def format_summary(result: dict, out: Path, wall_s: float) -> str:
 def run(args: argparse.Namespace) -> dict:
     """Every demo step; returns the summary."""
     started = time.monotonic()
-    isolate_dds()
+    isolate_dds(REPO)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     ensure_model(args.model)
@@ -207,12 +164,15 @@ def run(args: argparse.Namespace) -> dict:
           f'replaying {plan_.frames} frames at {plan_.rate:.3g}x', flush=True)
     write_drive(out / 'drive', SynthOptions(cameras=plan_.cameras, frames=plan_.frames, width=plan_.width,
                                             height=plan_.height, seed=args.seed), force=True)
-    cameras = [image_topic(name) for name in CAMERA_NAMES[:plan_.cameras]]
+    cameras = [topics.camera_image_topic(name) for name in CAMERA_NAMES[:plan_.cameras]]
     recorded = [*cameras, *(topics.segmentation_topic(c, n) for c in cameras for n in (*OUTPUTS, 'labels')),
                 '/diagnostics']
-    node = NodeProcess(args.model, cameras, out / 'node.log')
+    node = start_node(args.model, cameras, out / 'node.log')
     try:
-        node.wait_ready()
+        try:
+            node.wait_ready(NODE_START_TIMEOUT_S)
+        except RuntimeError as err:
+            raise DemoError(str(err)) from None
         print('[demo] seg_node is up; replaying the drive into it', flush=True)
         # Drain long enough for the last frame set to come out of a slow engine.
         drain = max(1.5, 3 * plan_.batch_ms / 1e3)

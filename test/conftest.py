@@ -1,18 +1,16 @@
 """Test-wide setup: DDS stays on this machine, each pytest run gets its own domain."""
 
-import os
-import random
 from pathlib import Path
 
 import pytest
+
+from seg_node.ros.harness import isolate_dds
 
 REPO = Path(__file__).resolve().parents[1]
 
 # Before anything imports rclpy: discovery on localhost only, the project's Fast DDS profile
 # (shared memory + loopback UDP), and a domain of our own so parallel runs never meet.
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fastdds_localhost.xml'))
-os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(101, 199)))
+isolate_dds(REPO)
 
 
 @pytest.fixture(scope='module')

@@ -18,11 +18,11 @@ import numpy as np
 import onnx
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from ros_helpers import wait_for
 from sensor_msgs.msg import CompressedImage, Image
 
 from seg_node.model.known_answer import palette_classifier
 from seg_node.msg.image import encode_compressed
+from seg_node.ros.harness import wait_for
 from seg_node.ros.node import SegmentationNode
 
 # What ONNX Runtime raises when a CUDA kernel faults (the text of a real one, shortened).

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import pytest
-from ros_helpers import NodeProcess
 
 from seg_node.bag.bagio import frame_key, open_bag
 from seg_node.bag.cli import main
@@ -19,6 +18,7 @@ from seg_node.bag.label import LabelOptions, label_bag
 from seg_node.bag.synth import SynthOptions, write_drive
 from seg_node.model.known_answer import palette_classifier
 from seg_node.msg import topics
+from seg_node.ros.harness import NodeProcess
 
 pytestmark = pytest.mark.dds
 

@@ -9,7 +9,7 @@ import cv2
 import onnx
 import pytest
 
-from seg_node import demo
+from demo import run as demo
 from seg_node.bag.bagio import open_bag
 from seg_node.model.known_answer import palette_classifier
 

@@ -10,7 +10,9 @@ from onnx import TensorProto, helper
 from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, distinct_palette
 from seg_node.model.contract import KEY_CLASSES, KEY_MEAN, KEY_PALETTE, KEY_STD, ModelOverrides, set_metadata
 from seg_node.model.known_answer import boundary_mask, palette_classifier, palette_scene
-from seg_node.runtime.engine import EngineConfig, EngineError, SegmentationEngine, usable_providers
+from seg_node.runtime.config import EngineConfig, EngineError
+from seg_node.runtime.engine import SegmentationEngine, usable_providers
+from seg_node.runtime.loader import LOAD_ERRORS, ModelRequest, load_model
 from seg_node.runtime.render import resize_nearest
 
 CPU = EngineConfig(providers=('cpu',))
@@ -170,12 +172,12 @@ def test_models_outside_the_contract_fail_with_one_clear_sentence(make, message)
 
 
 def test_missing_and_corrupt_model_files(tmp_path):
-    with pytest.raises(EngineError, match=r"model file '.*nope\.onnx' does not exist"):
-        SegmentationEngine(tmp_path / 'nope.onnx', CPU)
+    with pytest.raises(LOAD_ERRORS, match=r"model file '.*nope\.onnx' does not exist"):
+        load_model(ModelRequest(str(tmp_path / 'nope.onnx'), config=CPU))
     bad = tmp_path / 'bad.onnx'
     bad.write_bytes(b'not a protobuf at all')
     with pytest.raises(EngineError, match='is not a valid ONNX file'):
-        SegmentationEngine(bad, CPU)
+        load_model(ModelRequest(str(bad), config=CPU))
 
 
 def test_provider_selection_on_a_machine_without_a_gpu():
@@ -204,4 +206,4 @@ def test_wrapped_model_takes_uint8_and_returns_one_byte_per_pixel():
 def test_saved_model_file_round_trip(tmp_path):
     path = tmp_path / 'm.onnx'
     onnx.save(palette_classifier(input_size=(32, 32)), path)
-    assert_segments(SegmentationEngine(path, CPU), size=(32, 32))
+    assert_segments(load_model(ModelRequest(str(path), config=CPU)).engine, size=(32, 32))

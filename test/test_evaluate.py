@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from seg_node.runtime.engine import EngineConfig, SegmentationEngine
+from seg_node.runtime.config import EngineConfig
+from seg_node.runtime.loader import ModelRequest, load_model
 from seg_node.runtime.render import resize_nearest
 from seg_node.synthetic.drive import write_cityscapes_dataset, write_sagemaker_dataset
 from seg_node.training.datasets import get_dataset
@@ -47,7 +48,7 @@ def test_training_engine_and_checkpoint_report_the_same_miou(run):
 
 def test_engine_metrics_equal_a_manual_count(run):
     result = evaluate_model(run['onnx'], run['data'], batch_size=3)
-    engine = SegmentationEngine(run['onnx'], EngineConfig(providers=('cpu',)))
+    engine = load_model(ModelRequest(str(run['onnx']), config=EngineConfig(providers=('cpu',)))).engine
     dataset = get_dataset(run['data'], split='validation', num_classes=19)
     tp, union, correct, total = np.zeros(19), np.zeros(19), 0, 0
     for i in range(len(dataset)):

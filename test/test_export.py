@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from seg_node.runtime.engine import EngineConfig, SegmentationEngine
+from seg_node.runtime.config import EngineConfig
+from seg_node.runtime.loader import ModelRequest, load_model
 from seg_node.synthetic.drive import render_scene
 from seg_node.training import export as export_module
 from seg_node.training.export import ExportError, ExportOptions, export_checkpoint, load_model, main
 from seg_node.training.hyperparameters import Hyperparameters, as_dict
-from seg_node.training.models import build_model
+from seg_node.training.models import build_network
 from seg_node.training.transforms import to_normalized_tensor
 
 torch.set_num_threads(2)
@@ -22,8 +23,8 @@ def _checkpoint(path, algorithm='fcn', *, output_stride=16, decoder='none', **kw
     torch.manual_seed(0)
     hp = Hyperparameters(algorithm=algorithm, num_classes=19, output_stride=output_stride, decoder=decoder,
                          crop_size=48, **kw)
-    model = build_model(algorithm=algorithm, num_classes=19, output_stride=output_stride, aux_loss=True,
-                        decoder=decoder)
+    model = build_network(algorithm=algorithm, num_classes=19, output_stride=output_stride, aux_loss=True,
+                          decoder=decoder)
     # Give BatchNorm non-trivial statistics, as training would.
     model.train()
     with torch.no_grad():
@@ -76,7 +77,7 @@ def test_score_offset_is_part_of_the_exported_graph(tmp_path):
     torch.save(saved, path)
     out = tmp_path / 'offset.onnx'
     export_checkpoint(path, out, ExportOptions(input_format='uint8', argmax=True, height=48, width=96))
-    engine = SegmentationEngine(out, EngineConfig(providers=('cpu',)))
+    engine = load_model(ModelRequest(str(out), config=EngineConfig(providers=('cpu',)))).engine
     image, _ = render_scene(3, width=96, height=48)
     assert (engine.segment([image])[0].class_mask == 7).all()
 
@@ -107,7 +108,7 @@ def test_metadata_round_trip_and_engine_agrees_with_pytorch(checkpoints, tmp_pat
     out = tmp_path / 'e.onnx'
     export_checkpoint(checkpoints['deeplab'], out, ExportOptions(input_format='uint8', argmax=True,
                                                                   height=48, width=96))
-    engine = SegmentationEngine(out, EngineConfig(providers=('cpu',)))
+    engine = load_model(ModelRequest(str(out), config=EngineConfig(providers=('cpu',)))).engine
     spec = engine.spec
     assert spec.classes == CITYSCAPES_CLASSES
     assert spec.palette == CITYSCAPES_PALETTE

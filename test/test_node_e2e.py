@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from ros_helpers import NodeProcess, SpinningNode, wait_for
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
@@ -16,6 +15,8 @@ from seg_node.model.classes import CITYSCAPES_PALETTE
 from seg_node.model.known_answer import SHARPNESS, boundary_mask, palette_classifier, palette_scene
 from seg_node.msg.image import encode_compressed
 from seg_node.ros.camera import qos
+from seg_node.ros.harness import NodeProcess, wait_for
+from seg_node.ros.spinning import BackgroundNode
 from seg_node.runtime.render import blend
 
 pytestmark = pytest.mark.dds
@@ -55,7 +56,7 @@ class Client:
     """Publishes camera frames and records every seg_node output by (camera, stamp)."""
 
     def __init__(self):
-        self.ros = SpinningNode('seg_node_test_client')
+        self.ros = BackgroundNode('seg_node_test_client')
         node = self.ros.node
         self.received = {}
         self.labels = {}

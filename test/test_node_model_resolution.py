@@ -6,12 +6,13 @@ import numpy as np
 import onnx
 import pytest
 from rclpy.qos import qos_profile_sensor_data
-from ros_helpers import NodeProcess, SpinningNode, wait_for
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from seg_node.model.known_answer import boundary_mask, palette_classifier, palette_scene
 from seg_node.msg.image import encode_compressed
 from seg_node.ros.camera import qos
+from seg_node.ros.harness import NodeProcess, wait_for
+from seg_node.ros.spinning import BackgroundNode
 
 pytestmark = pytest.mark.dds
 
@@ -27,7 +28,7 @@ def run(tmp_path_factory):
                                  input_size=(64, 96)), path)
     process = NodeProcess({'model_path': path, 'image_topics': [RAW, JPEG], 'providers': ['cpu'],
                            'mask_resolution': 'model', 'publish_overlay': False})
-    client = SpinningNode('seg_node_test_model_res')
+    client = BackgroundNode('seg_node_test_model_res')
     node = client.node
     got = {}
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability_helpers import FRONT, LEFT, compressed_msg, image_msg, node_in_process, png_msg, save_model
-from ros_helpers import wait_for
 from sensor_msgs.msg import Image
 
 from seg_node.model.known_answer import palette_scene
 from seg_node.msg.image import ImageConversionError, compressed_to_rgb, encode_compressed, image_to_rgb
+from seg_node.ros.harness import wait_for
 
 # Modest example counts: the suite runs on 2 cores next to DDS tests.
 FAST = settings(max_examples=60, deadline=None, print_blob=True)

@@ -11,12 +11,13 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from reliability_helpers import FRONT, LEFT, image_msg, png_msg, save_model
-from ros_helpers import NodeProcess, SpinningNode, wait_for
 from sensor_msgs.msg import CompressedImage, Image
 
 from seg_node.model.known_answer import palette_scene
 from seg_node.ros.camera import qos
 from seg_node.ros.diagnostics import ERROR, OK
+from seg_node.ros.harness import NodeProcess, wait_for
+from seg_node.ros.spinning import BackgroundNode
 
 pytestmark = pytest.mark.dds
 
@@ -33,7 +34,7 @@ class Client:
     """Publishes frames on both cameras; records masks by (camera, stamp) and /diagnostics."""
 
     def __init__(self, name):
-        self.ros = SpinningNode(name)
+        self.ros = BackgroundNode(name)
         self.masks = {FRONT: [], LEFT: []}  # (stamp, frame_id, mask) in arrival order
         self.diagnostics = []
         node = self.ros.node

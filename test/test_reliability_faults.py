@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from reliability_helpers import CUDA_ERROR, FRONT, LEFT, FaultyEngine, image_msg, node_in_process, save_model, values
-from ros_helpers import wait_for
 
 from seg_node.model.known_answer import palette_scene
 from seg_node.ros.diagnostics import ERROR, OK, WARN
+from seg_node.ros.harness import wait_for
 
 
 @pytest.fixture(scope='module')

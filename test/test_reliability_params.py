@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from reliability_helpers import FRONT, image_msg, node_in_process, save_model, spinning, values
-from ros_helpers import wait_for
 
-from seg_node import core
 from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from seg_node.model.known_answer import palette_scene
+from seg_node.ros import model_switch
+from seg_node.ros import node_base as core
 from seg_node.ros.diagnostics import OK, WARN
+from seg_node.ros.harness import wait_for
 from seg_node.runtime.loader import BackgroundLoad
 
 REVERSED = CITYSCAPES_PALETTE[::-1]  # a model that calls colour i class 18 - i
@@ -86,7 +87,7 @@ class GatedLoad(BackgroundLoad):
 
 
 def test_a_new_model_takes_over_only_once_it_loaded_and_the_old_runs_until_then(context, models, monkeypatch):
-    monkeypatch.setattr(core, 'BackgroundLoad', GatedLoad)
+    monkeypatch.setattr(model_switch, 'BackgroundLoad', GatedLoad)
     GatedLoad.gate.clear()
     with node_in_process(context, model_path=models['palette'], image_topics=[FRONT]) as run, spinning(run.node):
         node = run.node
@@ -149,12 +150,12 @@ def test_an_override_that_breaks_the_model_is_reported_once_and_not_retried(cont
     with node_in_process(context, model_path=models['palette'], image_topics=[FRONT]) as run, spinning(run.node):
         node = run.node
         assert set_one(node, 'classes', ['road', 'car']).successful  # 19 classes in the model
-        assert wait_for(lambda: run.node._loading is None, 10)
+        assert wait_for(lambda: run.node._model_switch.loading is None, 10)
         engine = run.statuses()['seg_node: engine']
         assert engine.level == WARN and 'class' in engine.message, engine.message
         # An unset override cannot be set back to unset: it stays, and other sets do not retry it.
         assert set_one(node, 'overlay_alpha', 0.3).successful
-        assert node._loading is None and node.supervisor.model.path == models['palette']
+        assert node._model_switch.loading is None and node.supervisor.model.path == models['palette']
         msg, label, _ = frame(5)
         run.send_and_settle(FRONT, msg)
         np.testing.assert_array_equal(run.recorder.by_stamp(FRONT)[5].mask, label)

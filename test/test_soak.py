@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from reliability_helpers import FRONT, LEFT, image_msg, png_msg, save_model
-from ros_helpers import NodeProcess, SpinningNode, wait_for
 from sensor_msgs.msg import CompressedImage, Image
 
 from seg_node.model.classes import CITYSCAPES_PALETTE
 from seg_node.ros.camera import qos
+from seg_node.ros.harness import NodeProcess, wait_for
+from seg_node.ros.spinning import BackgroundNode
 
 RATE_HZ = 30.0
 HEIGHT, WIDTH = 240, 320
@@ -64,7 +65,7 @@ class SoakClient:
     """Publishes both cameras at 30 Hz and checks every output that comes back."""
 
     def __init__(self):
-        self.ros = SpinningNode('soak_client')
+        self.ros = BackgroundNode('soak_client')
         node = self.ros.node
         self.sent = dict.fromkeys(CAMERAS, 0)
         self.tally = {camera: Tally() for camera in CAMERAS}

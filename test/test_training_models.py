@@ -8,7 +8,7 @@ from seg_node.training.models import (
     PSPHead,
     SkipDecoder,
     adaptive_avg_pool_exact,
-    build_model,
+    build_network,
     load_backbone_weights,
 )
 
@@ -18,7 +18,7 @@ torch.set_num_threads(2)
 @pytest.mark.parametrize('algorithm', ['fcn', 'psp', 'deeplab'])
 def test_heads_build_and_run(algorithm):
     torch.manual_seed(0)
-    model = build_model(algorithm=algorithm, num_classes=5, output_stride=16, aux_loss=True).eval()
+    model = build_network(algorithm=algorithm, num_classes=5, output_stride=16, aux_loss=True).eval()
     with torch.inference_mode():
         out = model(torch.randn(2, 3, 48, 96))
     assert out['out'].shape == (2, 5, 48, 96)
@@ -28,18 +28,18 @@ def test_heads_build_and_run(algorithm):
 
 def test_output_stride_sets_feature_resolution():
     for stride in (8, 16, 32):
-        model = build_model(num_classes=3, output_stride=stride).eval()
+        model = build_network(num_classes=3, output_stride=stride).eval()
         with torch.inference_mode():
             features = model.backbone(torch.randn(1, 3, 64, 64))['out']
         assert features.shape[-2:] == (64 // stride, 64 // stride)
     with pytest.raises(ValueError, match=r'output_stride must be one of \(8, 16, 32\)'):
-        build_model(num_classes=3, output_stride=4)
+        build_network(num_classes=3, output_stride=4)
     with pytest.raises(ValueError, match='decoder must be one of'):
-        build_model(num_classes=3, decoder='unet')
+        build_network(num_classes=3, decoder='unet')
 
 
 def test_skip_decoder_feeds_on_stride4_stride2_and_image():
-    model = build_model(num_classes=4, output_stride=32, decoder='skip', aux_loss=True).eval()
+    model = build_network(num_classes=4, output_stride=32, decoder='skip', aux_loss=True).eval()
     with torch.inference_mode():
         features = model.backbone(torch.randn(1, 3, 64, 96))
         out = model(torch.randn(2, 3, 64, 96))
@@ -51,7 +51,7 @@ def test_skip_decoder_feeds_on_stride4_stride2_and_image():
 
 def test_score_offset_shifts_scores_outside_training_only():
     torch.manual_seed(0)
-    model = build_model(num_classes=3, output_stride=32, decoder='skip')
+    model = build_network(num_classes=3, output_stride=32, decoder='skip')
     x = torch.randn(2, 3, 32, 64)
     model.eval()
     with torch.inference_mode():
@@ -105,9 +105,9 @@ def test_exact_adaptive_pooling_matches_pytorch(h, w):
 
 def test_unknown_names():
     with pytest.raises(ValueError, match="algorithm must be one of"):
-        build_model(algorithm='unet', num_classes=3)
+        build_network(algorithm='unet', num_classes=3)
     with pytest.raises(ValueError, match="backbone must be one of"):
-        build_model(backbone='resnet-18', num_classes=3)
+        build_network(backbone='resnet-18', num_classes=3)
 
 
 def test_local_backbone_weights_are_loaded(tmp_path):
@@ -115,7 +115,7 @@ def test_local_backbone_weights_are_loaded(tmp_path):
     source = torchvision.models.resnet50()
     path = tmp_path / 'r50.pth'
     torch.save(source.state_dict(), path)
-    model = build_model(num_classes=3, backbone_weights=path)
+    model = build_network(num_classes=3, backbone_weights=path)
     assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
     assert torch.equal(model.backbone.layer4[2].bn3.weight, source.layer4[2].bn3.weight)
 
@@ -128,7 +128,7 @@ def test_mismatched_weights_list_missing_and_unexpected_keys(tmp_path):
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"missing keys \['layer1.0.conv1.weight'\] \(1\), "
                                          r"unexpected keys \['extra.weight'\] \(1\)"):
-        build_model(num_classes=3, backbone_weights=path)
+        build_network(num_classes=3, backbone_weights=path)
 
 
 def test_weights_of_wrong_shape_and_unsafe_or_broken_files(tmp_path):
@@ -137,7 +137,7 @@ def test_weights_of_wrong_shape_and_unsafe_or_broken_files(tmp_path):
     torch.save(state, tmp_path / 'shape.pth')
     expected = r'wrong shapes \[.conv1\.weight \(64, 3, 3, 3\) \(needs \(64, 3, 7, 7\)\)'
     with pytest.raises(ValueError, match=expected):
-        build_model(num_classes=3, backbone_weights=tmp_path / 'shape.pth')
+        build_network(num_classes=3, backbone_weights=tmp_path / 'shape.pth')
     (tmp_path / 'junk.pth').write_bytes(b'junk')
     with pytest.raises(ValueError, match='cannot read backbone weights'):
         load_backbone_weights(torchvision.models.resnet50(), tmp_path / 'junk.pth')

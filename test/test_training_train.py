@@ -12,7 +12,7 @@ from seg_node.synthetic.drive import write_camvid_dataset, write_cityscapes_data
 from seg_node.training.datasets import get_dataset
 from seg_node.training.evaluate import evaluate_model
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig
-from seg_node.training.models import build_model
+from seg_node.training.models import build_network
 from seg_node.training.train import (
     criterion,
     hard_pixel_loss,
@@ -66,7 +66,7 @@ def _hp(**kw):
 
 def test_a_few_steps_lower_the_loss():
     torch.manual_seed(0)
-    model = build_model(num_classes=4, output_stride=16)
+    model = build_network(num_classes=4, output_stride=16)
     x = torch.randn(4, 3, 32, 32)
     y = (torch.arange(32)[None, None, :] // 8).expand(4, 32, 32).clone()  # four vertical bands
     x[:, 0] += y.float()  # the colour tells the band

@@ -16,6 +16,7 @@ from rosbags.rosbag2.errors import ReaderError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 
+from seg_node.errors import one_line
 from seg_node.msg import topics
 
 # Kilted's standard definitions: bags we write carry them, so `ros2 bag play` accepts them.
@@ -34,14 +35,9 @@ class BagError(Exception):
     """A bag cannot be used as asked; the message is one sentence for the user (exit code 2)."""
 
 
-def is_output_topic(topic: str) -> bool:
-    """True for the node's per-camera outputs and the ground truth (``.../segmentation/...``)."""
-    return '/segmentation/' in topic or topic.startswith('segmentation/')
-
-
 def camera_image_topics(reader: AnyReader) -> list[str]:
     """One input topic per camera (raw Image preferred over its ``/compressed`` twin)."""
-    found = {c.topic for c in reader.connections if c.msgtype in IMAGE_TYPES and not is_output_topic(c.topic)}
+    found = {c.topic for c in reader.connections if c.msgtype in IMAGE_TYPES and not topics.is_output_topic(c.topic)}
     # Both forms of one camera would give two outputs per frame on the same output topics.
     return sorted(t for t in found
                   if not (topics.is_compressed(t) and t.removesuffix(topics.COMPRESSED_SUFFIX) in found))
@@ -87,21 +83,16 @@ def open_bag(path: str | Path) -> Iterator[AnyReader]:
         reader = AnyReader([path], default_typestore=TYPESTORE)
         reader.open()
     except (AnyReaderError, ReaderError, sqlite3.Error, OSError, ValueError, KeyError) as err:
-        msg = f'{str(path)!r} is not a readable rosbag2 ({_reason(err)})'
+        msg = f'{str(path)!r} is not a readable rosbag2 ({one_line(err, last=True)})'
         raise BagError(msg) from None
     try:
         yield reader
     except (ReaderError, sqlite3.Error, SerdeError) as err:
         # Damage inside the data shows up only when the messages are read.
-        msg = f'bag {str(path)!r} is corrupt ({_reason(err)})'
+        msg = f'bag {str(path)!r} is corrupt ({one_line(err, last=True)})'
         raise BagError(msg) from None
     finally:
         reader.close()
-
-
-def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[-1] if text else type(err).__name__
 
 
 def prepare_output(path: str | Path, *, force: bool) -> Path:
@@ -190,10 +181,3 @@ class BagWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def namespace_of(topic: str) -> str:
-    """The camera namespace of a camera or output topic (``/cam_front/segmentation/mask``: ``/cam_front``)."""
-    if '/segmentation/' in topic:
-        return topic.split('/segmentation/', maxsplit=1)[0]
-    return topics.camera_namespace(topic)

@@ -9,7 +9,6 @@ input's time, so they show 0 ms.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,12 @@ from seg_node.bag.bagio import (
     BagError,
     camera_image_topics,
     frame_key,
-    namespace_of,
     open_bag,
     read,
 )
-from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from seg_node.model.classes import CITYSCAPES, ClassTable
 from seg_node.msg import topics
+from seg_node.msg.labels import parse_labels_json
 from seg_node.runtime.metrics import ConfusionMatrix, SegmentationMetrics
 from seg_node.runtime.render import resize_nearest
 from seg_node.runtime.stats import percentile
@@ -66,25 +65,16 @@ class EvalReport:
         return [v for cam in self.cameras.values() for v in cam.latency_ms]
 
 
-@dataclass(frozen=True)
-class ClassTable:
-    """Class names and colours, from the bag's labels topic or the Cityscapes default."""
-
-    names: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-
-
 def class_table(reader: Any) -> ClassTable:
     """The first JSON labels message in the bag (the node's format), else Cityscapes."""
     conns = [c for c in reader.connections
              if c.topic.endswith(f'/segmentation/{topics.LABELS}') and c.msgtype == 'std_msgs/msg/String']
     for conn, _, raw in read(reader, conns):
         try:
-            table = json.loads(reader.deserialize(raw, conn.msgtype).data)['classes']
-            return ClassTable(tuple(c['name'] for c in table), tuple(tuple(c['color']) for c in table))
-        except (ValueError, KeyError, TypeError):
+            return parse_labels_json(reader.deserialize(raw, conn.msgtype).data)
+        except ValueError:
             continue  # not the node's table: fall back
-    return ClassTable(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
+    return CITYSCAPES
 
 
 def _topics_ending(reader: Any, suffix: str) -> list:
@@ -104,7 +94,7 @@ def _read_truth(reader: Any) -> dict[str, dict[tuple[int, str], np.ndarray]]:
     truth: dict[str, dict[tuple[int, str], np.ndarray]] = {}
     for conn, _, raw in read(reader, _topics_ending(reader, TRUTH)):
         msg = reader.deserialize(raw, conn.msgtype)
-        frames = truth.setdefault(namespace_of(conn.topic), {})
+        frames = truth.setdefault(topics.namespace_of(conn.topic), {})
         frames[frame_key(msg.header)] = mask_of(conn.topic, msg).copy()
     return truth
 
@@ -122,13 +112,13 @@ def evaluate_bag(bag: str | Path, *, truth_bag: str | Path | None = None) -> Eva
             msg = f'bag {str(bag)!r} has no mask topic (<camera>{MASK}); record or label one first'
             raise BagError(msg)
         table = class_table(reader)
-        inputs = {namespace_of(t): t for t in camera_image_topics(reader)}
+        inputs = {topics.namespace_of(t): t for t in camera_image_topics(reader)}
         received = _input_receipts(reader, inputs.values())
         confusion = ConfusionMatrix(len(table.names))
         cameras = {ns: CameraEval(ns, truth_frames=len(frames)) for ns, frames in truth.items()}
         seen: set[tuple[str, tuple[int, str]]] = set()
         for conn, logged, raw in read(reader, masks):
-            ns = namespace_of(conn.topic)
+            ns = topics.namespace_of(conn.topic)
             camera = cameras.setdefault(ns, CameraEval(ns))
             msg = reader.deserialize(raw, conn.msgtype)
             key = frame_key(msg.header)

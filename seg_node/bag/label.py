@@ -11,23 +11,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rclpy.serialization import serialize_message
 from tqdm import tqdm
 
 from seg_node.bag import messages
 from seg_node.bag.bagio import (
     IMAGE_TYPES,
-    TYPESTORE,
     BagError,
     BagWriter,
     camera_image_topics,
     connections_for,
     open_bag,
 )
+from seg_node.model.classes import ClassTable
 from seg_node.msg import topics
 from seg_node.msg.image import ImageConversionError, message_to_rgb
-from seg_node.ros.camera import labels_message
-from seg_node.runtime.engine import DEFAULT_PROVIDERS, EngineConfig, EngineError, SegmentationEngine
+from seg_node.msg.labels import labels_json
+from seg_node.runtime.config import DEFAULT_PROVIDERS, EngineConfig
+from seg_node.runtime.engine import SegmentationEngine
+from seg_node.runtime.loader import LOAD_ERRORS, ModelRequest, load_model
 from seg_node.runtime.render import palette_lut, render_outputs
 
 DEFAULT_OUTPUTS = ('mask', 'color_mask', 'overlay')
@@ -42,6 +43,7 @@ class LabelOptions:
     overlay_alpha: float = 0.5  # the node's default
     batch: int = 8
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    model_sha256: str = ''  # expected SHA-256 of the model file; empty: not checked
     force: bool = False
     storage: str = 'sqlite3'
 
@@ -62,10 +64,10 @@ class LabelResult:
     provider: str = ''
 
 
-def _engine(model: str | Path, providers: Sequence[str]) -> SegmentationEngine:
+def _engine(model: str | Path, providers: Sequence[str], sha256: str) -> SegmentationEngine:
     try:
-        return SegmentationEngine(model, EngineConfig(providers=tuple(providers)))
-    except EngineError as err:
+        return load_model(ModelRequest(str(model), sha256, EngineConfig(providers=tuple(providers)))).engine
+    except LOAD_ERRORS as err:
         raise BagError(str(err)) from None
 
 
@@ -84,7 +86,7 @@ def label_bag(in_bag: str | Path, out_bag: str | Path, model: str | Path,
         if not cameras:
             msg = f'bag {str(in_bag)!r} has no sensor_msgs/Image or CompressedImage topic to label'
             raise BagError(msg)
-        engine = _engine(model, options.providers)
+        engine = _engine(model, options.providers, options.model_sha256)
         produced = {topics.segmentation_topic(c, name) for c in cameras for name in options.outputs}
         labeller = _Labeller(engine, set(options.outputs), options.overlay_alpha)
         result = LabelResult(dict.fromkeys(cameras, 0), engine.provider)
@@ -115,15 +117,12 @@ def label_bag(in_bag: str | Path, out_bag: str | Path, model: str | Path,
 
 def _write_labels(out: BagWriter, engine: SegmentationEngine, model: str, cameras: Sequence[str],
                   timestamp: int) -> None:
-    # The node's own class table message, serialized by rclpy (no DDS involved), so the
-    # labelled bag carries the same labels topic a live recording does.
-    table = labels_message(engine.spec, model)
-    msgtype = f'{type(table).__module__.split(".")[0]}/msg/{type(table).__name__}'
-    if msgtype not in TYPESTORE.types:
-        return  # e.g. vision_msgs/LabelInfo: rosbags has no definition to write
-    data = serialize_message(table)
+    # The node's JSON class table (what it publishes without vision_msgs), so the labelled bag
+    # carries the labels topic that `seg_bag eval` and `seg_bag video` read.
+    table = ClassTable(engine.spec.classes, engine.spec.palette)
+    message = messages.String(data=labels_json(table, model))
     for camera in cameras:
-        out.write_raw(topics.segmentation_topic(camera, topics.LABELS), msgtype, data, timestamp)
+        out.write(topics.segmentation_topic(camera, topics.LABELS), message, timestamp)
 
 
 class _Labeller:
@@ -142,9 +141,7 @@ class _Labeller:
         for pending, segmentation in zip(batch, segmentations, strict=True):
             rendered = render_outputs(pending.rgb, segmentation, self.lut, outputs=self.outputs,
                                       overlay_alpha=self.alpha)
-            for name, array in (('mask', rendered.class_mask), ('color_mask', rendered.color_mask),
-                                ('overlay', rendered.overlay), ('confidence', rendered.confidence)):
-                if array is not None:
-                    out.write(topics.segmentation_topic(pending.topic, name),
-                              messages.image(pending.header, array), pending.timestamp)
+            for name, array in rendered.items():
+                out.write(topics.segmentation_topic(pending.topic, name),
+                          messages.image(pending.header, array, topics.OUTPUT_ENCODINGS[name]), pending.timestamp)
             result.frames[pending.topic] += 1

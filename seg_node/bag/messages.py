@@ -16,7 +16,8 @@ Image = _T['sensor_msgs/msg/Image']
 CompressedImage = _T['sensor_msgs/msg/CompressedImage']
 CameraInfo = _T['sensor_msgs/msg/CameraInfo']
 RegionOfInterest = _T['sensor_msgs/msg/RegionOfInterest']
-ENCODING = {1: 'mono8', 3: 'rgb8'}
+String = _T['std_msgs/msg/String']
+_ENCODING_OF_CHANNELS = {1: 'mono8', 3: 'rgb8'}
 
 
 def header(stamp_ns: int, frame_id: str) -> Any:
@@ -25,11 +26,12 @@ def header(stamp_ns: int, frame_id: str) -> Any:
     return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
 
 
-def image(head: Any, array: np.ndarray) -> Any:
-    """An Image of a uint8 HxW (mono8) or HxWx3 (rgb8) array."""
+def image(head: Any, array: np.ndarray, encoding: str | None = None) -> Any:
+    """An Image of a uint8 HxW or HxWx3 array (``encoding`` by default: mono8 or rgb8)."""
     channels = 1 if array.ndim == 2 else array.shape[2]
     height, width = array.shape[:2]
-    return Image(header=head, height=height, width=width, encoding=ENCODING[channels], is_bigendian=0,
+    encoding = encoding or _ENCODING_OF_CHANNELS[channels]
+    return Image(header=head, height=height, width=width, encoding=encoding, is_bigendian=0,
                  step=width * channels, data=np.ascontiguousarray(array, np.uint8).reshape(-1))
 
 

@@ -12,16 +12,13 @@ import importlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException, ShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import QosDurability
 from rosgraph_msgs.msg import Clock
@@ -29,6 +26,8 @@ from tqdm import tqdm
 
 from seg_node.bag.bagio import BagError, BagWriter, connections_for, open_bag, prepare_output, read
 from seg_node.msg import topics
+from seg_node.ros.harness import wait_for
+from seg_node.ros.spinning import BackgroundNode
 
 RECORD_DEPTH = 100  # deep enough that a slow disk write never makes a reliable writer block long
 
@@ -102,43 +101,6 @@ def _latched(connection: Any) -> bool:
     return any(p.durability == QosDurability.TRANSIENT_LOCAL for p in profiles)
 
 
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-class _Graph:
-    """One rclpy context and node, spun on a background thread (recorder callbacks run there)."""
-
-    def __init__(self, name: str) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = Node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, name=f'{name}_spin', daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except (ExternalShutdownException, ShutdownException):
-                break
-
-    def close(self) -> None:
-        """Stop spinning and shut the context down."""
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=2.0)
-
-
 class _BagThread:
     """A BagWriter owned by one thread: rosbags' sqlite3 storage may only be used where it was opened."""
 
@@ -186,7 +148,7 @@ class _BagThread:
 class _Recorder:
     """Raw subscriptions that queue each message for the bag with its DDS receive time."""
 
-    def __init__(self, graph: _Graph, bag: _BagThread, names: Sequence[str], timeout: float) -> None:
+    def __init__(self, graph: BackgroundNode, bag: _BagThread, names: Sequence[str], timeout: float) -> None:
         self.graph, self.bag = graph, bag
         types = self._topic_types(names, timeout)
         self.subscriptions = [
@@ -197,7 +159,7 @@ class _Recorder:
     def _topic_types(self, names: Sequence[str], timeout: float) -> dict[str, str]:
         def known() -> dict[str, str]:
             return {t: ts[0] for t, ts in self.graph.node.get_topic_names_and_types() if ts}
-        _wait(lambda: all(t in known() for t in names), timeout)
+        wait_for(lambda: all(t in known() for t in names), timeout)
         types = known()
         missing = [t for t in names if t not in types]
         if missing:
@@ -242,7 +204,7 @@ def play_bag(bag: str | Path, options: PlayOptions, *, node_name: str = 'seg_bag
         if not connections:
             msg = f'bag {str(bag)!r} has no topic to play'
             raise BagError(msg)
-        graph = _Graph(node_name)
+        graph = BackgroundNode(node_name)
         recorder = None
         try:
             publishers = {}
@@ -285,11 +247,11 @@ def _wait_for_peers(publishers: dict, recorder: _Recorder | None, options: PlayO
 
     def ready() -> bool:
         return all(publishers[t].get_subscription_count() > (t in own) for t in options.wait_for)
-    if not _wait(ready, options.wait_timeout):
+    if not wait_for(ready, options.wait_timeout):
         waiting = [t for t in options.wait_for if publishers[t].get_subscription_count() <= (t in own)]
         msg = f'nobody subscribed to {waiting[0]} within {options.wait_timeout:g} s'
         raise BagError(msg)
-    if recorder and not _wait(recorder.matched, options.wait_timeout):
+    if recorder and not wait_for(recorder.matched, options.wait_timeout):
         msg = f'the recorder did not connect to the publishers of {", ".join(options.record_topics)}'
         raise BagError(msg)
 

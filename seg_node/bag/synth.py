@@ -28,11 +28,6 @@ TRANSPORT_DELAY_NS = 3_000_000
 PALETTE_HFOV = math.radians(70.0)
 
 
-def image_topic(name: str) -> str:
-    """``/cam_<name>/image_raw``."""
-    return f'/cam_{name}/image_raw'
-
-
 @dataclass(frozen=True)
 class SynthOptions:
     """What to write: rig size, length, resolution and scene kind."""
@@ -106,8 +101,8 @@ def write_drive(out: str | Path, options: SynthOptions, *, force: bool = False) 
             for camera, (name, view) in enumerate(zip(names, _views(options, frame, drive), strict=True)):
                 stamp = stamp_ns(frame, camera)
                 logged = stamp + TRANSPORT_DELAY_NS
-                head = messages.header(stamp, f'cam_{name}_optical_frame')
-                topic = image_topic(name)
+                head = messages.header(stamp, topics.camera_frame_id(name))
+                topic = topics.camera_image_topic(name)
                 bag.write(topic, messages.image(head, view.rgb), logged)
                 if options.compressed:
                     bag.write(topic + topics.COMPRESSED_SUFFIX,

@@ -16,8 +16,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from seg_node.bag.bagio import BagError, camera_image_topics, frame_key, namespace_of, open_bag, prepare_file, read
-from seg_node.bag.evaluate import ClassTable, class_table, mask_of
+from seg_node.bag.bagio import BagError, camera_image_topics, frame_key, open_bag, prepare_file, read
+from seg_node.bag.evaluate import class_table, mask_of
+from seg_node.model.classes import ClassTable
+from seg_node.msg import topics
 from seg_node.msg.image import ImageConversionError, message_to_rgb
 
 LAYOUTS = ('overlay', 'side-by-side')
@@ -56,13 +58,13 @@ def _parts(layout: str) -> tuple[str, ...]:
 
 def _plan(reader: Any, options: VideoOptions) -> tuple[list[str], dict[str, dict[str, str]]]:
     """The cameras to draw and, per camera, the topic of each part."""
-    overlays = sorted({namespace_of(c.topic) for c in reader.connections
+    overlays = sorted({topics.namespace_of(c.topic) for c in reader.connections
                        if c.topic.endswith('/segmentation/overlay')})
     cameras = list(options.cameras) or overlays
     if not cameras:
         msg = 'the bag has no overlay topic (<camera>/segmentation/overlay); record or label one first'
         raise BagError(msg)
-    inputs = {namespace_of(t): t for t in camera_image_topics(reader)}
+    inputs = {topics.namespace_of(t): t for t in camera_image_topics(reader)}
     plan = {}
     for ns in cameras:
         if ns not in overlays:

@@ -1,8 +1,9 @@
-"""Class tables and colour palettes."""
+"""Class tables: names and colours in class-id order, and the tables of the public datasets."""
 
 from __future__ import annotations
 
 import colorsys
+from dataclasses import dataclass
 
 # The 19 Cityscapes training classes in train-id order, with their official colours
 # (cityscapesscripts/helpers/labels.py).
@@ -50,8 +51,30 @@ def distinct_palette(num_classes: int) -> list[tuple[int, int, int]]:
     return colours
 
 
-def default_class_table(num_classes: int) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """Names and palette used when a model carries no metadata."""
+@dataclass(frozen=True)
+class ClassTable:
+    """Class names and their colours, in class-id order."""
+
+    names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.palette) < len(self.names):
+            msg = f'a class table needs a colour per class: {len(self.names)} names, {len(self.palette)} colours'
+            raise ValueError(msg)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.names)
+
+
+CITYSCAPES = ClassTable(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
+CAMVID = ClassTable(CAMVID_CLASSES, CAMVID_PALETTE)
+
+
+def default_class_table(num_classes: int) -> ClassTable:
+    """The table used when a model or dataset names no classes: Cityscapes for 19, else generated."""
     if num_classes == len(CITYSCAPES_CLASSES):
-        return list(CITYSCAPES_CLASSES), list(CITYSCAPES_PALETTE)
-    return generated_classes(num_classes), distinct_palette(num_classes)
+        return CITYSCAPES
+    return ClassTable(tuple(generated_classes(num_classes)), tuple(distinct_palette(num_classes)))

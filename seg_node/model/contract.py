@@ -3,8 +3,8 @@
 Input: one tensor, float32/float16 ``[N,3,H,W]`` RGB normalized as
 ``(pixel/255 - mean) / std``, or uint8 ``[N,H,W,3]`` RGB (normalization inside the graph).
 Output 0: float scores ``[N,C,h,w]`` or integer class ids ``[N,h,w]``; optional output 1:
-confidence ``[N,h,w]`` (float in [0, 1] or uint8). Metadata keys (all optional) are listed in
-``METADATA_KEYS``; node parameters override them.
+confidence ``[N,h,w]`` (float in [0, 1] or uint8). Metadata keys (all optional) are the
+``KEY_*`` constants below; node parameters override them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ KEY_STD = 'seg_node.std'
 KEY_INPUT_SIZE = 'seg_node.input_size'
 # 'logits' (default) or 'probabilities': decides how confidence is computed from scores.
 KEY_SCORES = 'seg_node.scores'
-METADATA_KEYS = (KEY_CLASSES, KEY_PALETTE, KEY_MEAN, KEY_STD, KEY_INPUT_SIZE, KEY_SCORES)
 
 FLOAT_NCHW = 'float_nchw'
 UINT8_NHWC = 'uint8_nhwc'
@@ -213,7 +212,7 @@ def _class_table(num_classes: int | None, metadata: Mapping[str, str],
     if not 1 <= num_classes <= MAX_CLASSES:
         msg = f'the model predicts {num_classes} classes; seg_node supports 1 to {MAX_CLASSES}'
         raise ModelContractError(msg)
-    default_names, default_palette = default_class_table(num_classes)
+    default = default_class_table(num_classes)
     if classes and len(classes) != num_classes:
         msg = f'{len(classes)} class names given for a model that predicts {num_classes} classes'
         raise ModelContractError(msg)
@@ -226,8 +225,8 @@ def _class_table(num_classes: int | None, metadata: Mapping[str, str],
         if len(palette) < num_classes:
             msg = f'palette has {len(palette)} colours for {num_classes} classes'
             raise ModelContractError(msg)
-    names = tuple(classes) if classes else tuple(default_names)
-    colours = palette[:num_classes] if palette else default_palette
+    names = tuple(classes) if classes else default.names
+    colours = palette[:num_classes] if palette else default.palette
     return names, tuple((int(c[0]), int(c[1]), int(c[2])) for c in colours)
 
 

@@ -17,6 +17,8 @@ import numpy as np
 from rosbags.image.image import ImageError as _RosbagsImageError
 from rosbags.image.image import convert_color, to_cvtype
 
+from seg_node.errors import one_line
+
 
 class ImageConversionError(ValueError):
     """A frame cannot be turned into an RGB array; the message says why in one sentence."""
@@ -103,7 +105,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
             pixels = np.ascontiguousarray(pixels)
         rgb = convert_color(pixels, encoding, 'rgb8')
     except (_RosbagsImageError, cv2.error) as err:
-        msg_ = f'cannot convert encoding {encoding!r} to rgb8 ({str(err).strip().splitlines()[-1]})'
+        msg_ = f'cannot convert encoding {encoding!r} to rgb8 ({one_line(err, last=True)})'
         raise ImageConversionError(msg_) from None
     if rgb.ndim == 2:
         rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)

@@ -5,11 +5,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 COMPRESSED_SUFFIX = '/compressed'
-OUTPUTS = ('mask', 'color_mask', 'overlay', 'confidence')
+# Every per-frame output and its sensor_msgs/Image encoding.
+OUTPUT_ENCODINGS = {'mask': 'mono8', 'color_mask': 'rgb8', 'overlay': 'rgb8', 'confidence': 'mono8'}
+OUTPUTS = tuple(OUTPUT_ENCODINGS)
 # Topics under <camera namespace>/segmentation/.
 LABELS = 'labels'
 CAMERA_INFO = 'camera_info'
 GROUND_TRUTH = 'ground_truth'
+
+
+SEGMENTATION = 'segmentation'
+
+
+def camera_image_topic(camera: str) -> str:
+    """The raw image topic of a named camera (launch argument, synthetic rig): ``front`` -> ``/cam_front/image_raw``."""
+    return f'/cam_{camera}/image_raw'
+
+
+def camera_frame_id(camera: str) -> str:
+    """The optical frame of a named camera: ``front`` -> ``cam_front_optical_frame``."""
+    return f'cam_{camera}_optical_frame'
+
+
+def is_output_topic(topic: str) -> bool:
+    """True for a per-camera output or ground-truth topic (``<camera namespace>/segmentation/<name>``)."""
+    return f'/{SEGMENTATION}/' in topic or topic.startswith(f'{SEGMENTATION}/')
+
+
+def output_name(topic: str) -> str | None:
+    """``mask`` for ``/cam_front/segmentation/mask``; None for a topic that is no output."""
+    return topic.rpartition('/')[2] if is_output_topic(topic) else None
+
+
+def namespace_of(topic: str) -> str:
+    """The camera namespace of a camera or output topic (``/cam_front/segmentation/mask``: ``/cam_front``)."""
+    if f'/{SEGMENTATION}/' in topic:
+        return topic.split(f'/{SEGMENTATION}/', maxsplit=1)[0]
+    return camera_namespace(topic)
 
 
 def is_compressed(image_topic: str) -> bool:
@@ -35,8 +67,8 @@ def segmentation_topic(image_topic: str, name: str) -> str:
     """``<camera namespace>/segmentation/<name>`` for an output ``name``."""
     namespace = camera_namespace(image_topic)
     if namespace == '/':
-        return f'/segmentation/{name}'
-    return f'{namespace}/segmentation/{name}' if namespace else f'segmentation/{name}'
+        return f'/{SEGMENTATION}/{name}'
+    return f'{namespace}/{SEGMENTATION}/{name}' if namespace else f'{SEGMENTATION}/{name}'
 
 
 def camera_info_topic(image_topic: str) -> str:

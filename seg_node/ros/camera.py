@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,9 +12,11 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
+from seg_node.model.classes import ClassTable
 from seg_node.model.contract import ModelSpec
 from seg_node.msg import topics
 from seg_node.msg.image import MessageBuffer
+from seg_node.msg.labels import labels_json
 from seg_node.runtime.render import RenderedOutputs
 from seg_node.runtime.stats import CameraStats
 
@@ -23,8 +24,6 @@ try:  # vision_msgs is optional: labels fall back to a JSON std_msgs/String
     from vision_msgs.msg import LabelInfo, VisionClass
 except ImportError:  # pragma: no cover - depends on the ROS install
     LabelInfo = None
-
-ENCODINGS = {'mask': 'mono8', 'color_mask': 'rgb8', 'overlay': 'rgb8', 'confidence': 'mono8'}
 
 
 def qos(reliability: str, depth: int, *, latched: bool = False) -> QoSProfile:
@@ -43,9 +42,7 @@ def labels_message(spec: ModelSpec, model_name: str) -> Any:
         msg = LabelInfo()
         msg.class_map = [VisionClass(class_id=i, class_name=n) for i, n in enumerate(spec.classes)]
         return msg
-    table = [{'id': i, 'name': name, 'color': list(colour)}
-             for i, (name, colour) in enumerate(zip(spec.classes, spec.palette, strict=True))]
-    return String(data=json.dumps({'model': model_name, 'classes': table}))
+    return String(data=labels_json(ClassTable(spec.classes, spec.palette), model_name))
 
 
 def scaled_camera_info(info: CameraInfo, header: Any, height: int, width: int) -> CameraInfo:
@@ -169,11 +166,8 @@ class CameraIO:
 
     def publish(self, rendered: RenderedOutputs, header: Any) -> None:
         """Publish every rendered output with the input's ``header``."""
-        for name, array in (('mask', rendered.class_mask), ('color_mask', rendered.color_mask),
-                            ('overlay', rendered.overlay), ('confidence', rendered.confidence)):
-            if array is None:
-                continue
-            msg = self._buffers[name].fill(self._messages[name], header, ENCODINGS[name])
+        for name, _array in rendered.items():
+            msg = self._buffers[name].fill(self._messages[name], header, topics.OUTPUT_ENCODINGS[name])
             self.publishers[name].publish(msg)
         mask = rendered.class_mask
         info, info_publisher = self.camera_info, self.info_publisher

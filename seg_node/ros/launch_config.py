@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seg_node.msg import topics
+
 # (name, default, description) of every launch argument; the launch file declares exactly these.
 LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ('params_file', '', 'Node parameters YAML (default: share/seg_node/config/camera_seg.yaml).'),
@@ -38,12 +40,12 @@ class LaunchPlan:
 
 def camera_topics(cameras: str) -> list[str]:
     """``'front, left'`` -> ``['/cam_front/image_raw', '/cam_left/image_raw']``; topics pass through."""
-    topics = []
+    image_topics = []
     for item in (c.strip() for c in cameras.split(',')):
         if not item:
             continue
-        topics.append(item if '/' in item else f'/cam_{item}/image_raw')
-    return topics
+        image_topics.append(item if '/' in item else topics.camera_image_topic(item))
+    return image_topics
 
 
 def _flag(value: str, name: str) -> bool:
@@ -64,11 +66,11 @@ def launch_plan(arguments: Mapping[str, str], share_dir: str | Path) -> LaunchPl
     if values['model_path']:
         overrides['model_path'] = values['model_path']
     if values['cameras']:
-        topics = camera_topics(values['cameras'])
-        if not topics:
+        image_topics = camera_topics(values['cameras'])
+        if not image_topics:
             msg = f'launch argument cameras names no camera: {values["cameras"]!r}'
             raise LaunchArgumentError(msg)
-        overrides['image_topics'] = topics
+        overrides['image_topics'] = image_topics
     if values['log_level'] not in LOG_LEVELS:
         msg = f'launch argument log_level must be one of {", ".join(LOG_LEVELS)}'
         raise LaunchArgumentError(msg)

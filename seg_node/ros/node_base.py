@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import rclpy
@@ -25,9 +24,9 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from seg_node.model.file import ModelFileError
 from seg_node.ros.camera import CameraIO, labels_message, qos
 from seg_node.ros.diagnostics import Limits, camera_status, engine_status
+from seg_node.ros.model_switch import ModelSwitch
 from seg_node.ros.parameters import (
     MODEL_PARAMS,
     PARAMETERS,
@@ -38,9 +37,8 @@ from seg_node.ros.parameters import (
     settings_from_values,
 )
 from seg_node.ros.worker import FramePipeline, InferenceWorker
-from seg_node.runtime.engine import EngineError
 from seg_node.runtime.frame_slots import LatestFrameSlots, PendingFrame
-from seg_node.runtime.loader import ActiveModel, BackgroundLoad, ModelRequest, build_model
+from seg_node.runtime.loader import LOAD_ERRORS, ActiveModel, BackgroundLoad, ModelRequest, load_model
 from seg_node.runtime.render import MASK_AT_MODEL
 from seg_node.runtime.supervisor import EngineSupervisor
 
@@ -78,7 +76,7 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 def model_request(settings: NodeSettings) -> ModelRequest:
     """What ``settings`` ask the engine to run."""
     return ModelRequest(settings.model_path, settings.model_sha256, settings.engine, settings.overrides,
-                        settings.model_request())
+                        settings.model_key())
 
 
 class SegmentationCore(Node):
@@ -98,11 +96,11 @@ class SegmentationCore(Node):
         self.cameras: dict[str, CameraIO] = {}
         self.pipeline: FramePipeline | None = None
         self._worker: InferenceWorker | None = None
-        self._loading: BackgroundLoad | None = None
         self._diagnostics = self._diagnostics_timer = None
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        self._model_loaded = self.create_guard_condition(self._on_model_loaded)
+        self._model_switch = ModelSwitch(self, lambda: self.supervisor, switched=self._model_switched,
+                                         failed=self._model_switch_failed)
 
     def _declare(self, spec: ParamSpec) -> Any:
         default = spec.default if spec.default is not None else _TYPES[spec.type]
@@ -122,8 +120,8 @@ class SegmentationCore(Node):
         """Validate the parameters, build the model, create publishers, start the worker."""
         try:
             settings = settings_from_values(self._values)
-            model = build_model(model_request(settings))
-        except (SettingsError, ModelFileError, EngineError) as err:
+            model = load_model(model_request(settings))
+        except (SettingsError, *LOAD_ERRORS) as err:
             raise StartupError(str(err)) from None
         self.settings = settings
         self.supervisor = EngineSupervisor(model, self.get_logger(),
@@ -174,7 +172,7 @@ class SegmentationCore(Node):
         if self._diagnostics is not None:
             self.destroy_publisher(self._diagnostics)
         self._diagnostics = self._diagnostics_timer = None
-        self._loading = None  # a load in flight finishes unseen
+        self._model_switch.forget()
         self.settings = self.supervisor = self.pipeline = self._worker = None
 
     def stop(self) -> None:
@@ -222,20 +220,10 @@ class SegmentationCore(Node):
             if self.settings is not None:  # configured: the whole set must stay valid together
                 settings = settings_from_values(self._values | ours)
                 if MODEL_PARAMS_SET & ours.keys():
-                    self._check_model_change(settings)
+                    self._model_switch.check(settings, self.supervisor.model.request.key)
         except SettingsError as err:
             return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)
-
-    def _check_model_change(self, settings: NodeSettings) -> None:
-        if settings.model_request() == self.supervisor.model.request.key:
-            return
-        if self._loading is not None:
-            msg = f'model {self._loading.request.path!r} is still loading; set again once it finished'
-            raise SettingsError(msg)
-        if not Path(settings.model_path).expanduser().is_file():
-            msg = f'model file {settings.model_path!r} does not exist'
-            raise SettingsError(msg)
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
         ours = {p.name: p.value for p in params if p.name in _SPECS}
@@ -246,9 +234,9 @@ class SegmentationCore(Node):
         self._apply_settings(previous, self.settings)
         # Only a set that names a model parameter loads: after a switch failed on a value that
         # could not be reverted (an override back to unset), other sets must not retry it.
-        wants_model = self.settings.model_request() != self.supervisor.model.request.key
+        wants_model = self.settings.model_key() != self.supervisor.model.request.key
         if wants_model and MODEL_PARAMS_SET & ours.keys():
-            self._start_model_load(self.settings)
+            self._model_switch.start(model_request(self.settings))
 
     def _apply_settings(self, previous: NodeSettings, settings: NodeSettings) -> None:
         """Carry runtime changes to what does not read ``self.settings`` on every frame."""
@@ -261,41 +249,16 @@ class SegmentationCore(Node):
 
     # -- switching the model at runtime -------------------------------------------------------
 
-    def _start_model_load(self, settings: NodeSettings) -> None:
-        running = self.supervisor.model.path
-        self.get_logger().info(f'loading model {settings.model_path} beside the running {running}')
-        self.supervisor.note_switch(f'loading {settings.model_path}')
-        self._loading = BackgroundLoad(model_request(settings), done=self._notify_model_loaded)
-        self._loading.start()
-
-    def _notify_model_loaded(self) -> None:
-        """Hand a finished load to the executor thread (runs on the loading thread)."""
-        try:
-            self._model_loaded.trigger()
-        except Exception:  # noqa: BLE001 - the node shut down while the model loaded: nobody waits
-            return
-
-    def _on_model_loaded(self) -> None:
-        load = self._loading
-        if load is None or not load.finished or self.supervisor is None:
-            return
-        self._loading = None
-        if load.model is None:
-            self._model_switch_failed(load)
-            return
-        self.supervisor.switch_to(load.model)
+    def _model_switched(self, model: ActiveModel) -> None:
+        """The supervisor runs ``model`` now: remember its parameters, republish the labels."""
         self._model_values = {name: self._values[name] for name in MODEL_PARAMS}
-        labels = labels_message(load.model.engine.spec, load.model.path)
+        labels = labels_message(model.engine.spec, model.path)
         for camera in self.cameras.values():
             camera.publish_labels(labels)
-        self.supervisor.note_switch(f'switched to {load.model.path}')
-        self._log_model(load.model)
+        self._log_model(model)
 
     def _model_switch_failed(self, load: BackgroundLoad) -> None:
-        running = self.supervisor.model.path
-        text = f'switch to {load.request.path} failed: {load.error}; still running {running}'
-        self.supervisor.note_switch(text, failed=True)
-        self.get_logger().error(f'model {text}')
+        """Put the model parameters back to those of the running model."""
         # Put the parameters back so that they name the model that really runs. Unset values
         # (None) cannot be set again; they only ever stay unset.
         revert = [Parameter(name, value=value) for name, value in self._model_values.items()

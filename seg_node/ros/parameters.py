@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from seg_node.model.contract import ModelOverrides
 from seg_node.msg.topics import validate_image_topics
-from seg_node.runtime.engine import DEFAULT_PROVIDERS, DEFAULT_TRT_CACHE, PROVIDERS, EngineConfig
+from seg_node.runtime.config import DEFAULT_PROVIDERS, DEFAULT_TRT_CACHE, PROVIDERS, EngineConfig
 from seg_node.runtime.render import MASK_AT_INPUT, MASK_AT_MODEL
 
 RELIABILITY = ('best_effort', 'reliable')
@@ -130,9 +130,9 @@ class NodeSettings:
     cpu_fallback_after: int
     raw: Mapping[str, object] = field(default_factory=dict)
 
-    def model_request(self) -> tuple:
+    def model_key(self) -> tuple:
         """The values of every parameter that shapes the engine, comparable with ``==``."""
-        return model_request(self.raw)
+        return model_key(self.raw)
 
 
 def _palette(flat: Sequence[int] | None) -> list[list[int]] | None:
@@ -221,7 +221,7 @@ def settings_from_values(values: Mapping[str, object]) -> NodeSettings:
     )
 
 
-def model_request(values: Mapping[str, object]) -> tuple:
+def model_key(values: Mapping[str, object]) -> tuple:
     """The model parameters of ``values`` as a hashable tuple (arrays become tuples)."""
     def frozen(value: object) -> object:
         if isinstance(value, str) or value is None:

@@ -151,11 +151,6 @@ class InferenceWorker:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
-    @property
-    def alive(self) -> bool:
-        """True while the thread runs."""
-        return self._thread.is_alive()
-
     def _work(self) -> None:
         while not self.slots.closed:
             frames = self.slots.take_all(timeout=0.2)

@@ -14,13 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from seg_node.runtime.engine import (
-    DEFAULT_PROVIDERS,
-    DEFAULT_TRT_CACHE,
-    EngineConfig,
-    EngineError,
-    SegmentationEngine,
-)
+from seg_node.runtime.config import DEFAULT_PROVIDERS, DEFAULT_TRT_CACHE, EngineConfig
+from seg_node.runtime.loader import LOAD_ERRORS, ModelRequest, load_model
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('model', help='ONNX model meeting the seg_node model contract')
     parser.add_argument('--providers', nargs='+', default=list(DEFAULT_PROVIDERS))
     parser.add_argument('--trt-cache-dir', default=str(DEFAULT_TRT_CACHE))
+    parser.add_argument('--sha256', default='', help='expected SHA-256 of the model file (as model_sha256)')
     parser.add_argument('--fp32', action='store_true', help='build without fp16 layers')
     parser.add_argument('--height', type=int, help='input height for models with dynamic size')
     parser.add_argument('--width', type=int, help='input width for models with dynamic size')
@@ -37,14 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                           trt_cache_dir=args.trt_cache_dir)
     start = time.perf_counter()
     try:
-        engine = SegmentationEngine(args.model, config)
+        engine = load_model(ModelRequest(args.model, args.sha256, config)).engine
         size = engine.spec.input_size or (args.height, args.width)
         if None in size:
             print('the model has a dynamic input size: give --height and --width', file=sys.stderr)
             return 2
         # TensorRT builds lazily on the first run; one frame of the real size triggers it.
         engine.segment([np.zeros((*size, 3), np.uint8)])
-    except EngineError as err:
+    except LOAD_ERRORS as err:
         print(err, file=sys.stderr)
         return 2
     print(f'{args.model}: {engine.provider} engine ready in {time.perf_counter() - start:.1f} s'

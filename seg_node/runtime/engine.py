@@ -1,7 +1,8 @@
 """The segmentation engine: one ONNX Runtime session, batches of RGB frames in, class masks out.
 
 This is the only inference code path: the node, the offline bag labeller and the evaluation
-all call ``SegmentationEngine.segment``. It imports nothing from ROS.
+all call ``SegmentationEngine.segment`` on an engine built by ``runtime.loader.load_model``.
+It imports nothing from ROS.
 """
 
 from __future__ import annotations
@@ -9,10 +10,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,55 +19,14 @@ import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
+from seg_node.errors import one_line
 from seg_node.model.contract import ModelContractError, ModelOverrides, ModelSpec, read_model_spec
 from seg_node.model.wrap import CLASS_MASK, CONFIDENCE, INPUT, wrap_model
-from seg_node.runtime.render import resize_image
+from seg_node.runtime.config import PROVIDERS, EngineConfig, EngineError
+from seg_node.runtime.resize import resize_image
+from seg_node.runtime.results import EngineTiming, Segmentation
 
 _log = logging.getLogger(__name__)
-
-PROVIDERS = {
-    'tensorrt': 'TensorrtExecutionProvider',
-    'cuda': 'CUDAExecutionProvider',
-    'cpu': 'CPUExecutionProvider',
-}
-DEFAULT_PROVIDERS = ('tensorrt', 'cuda', 'cpu')
-DEFAULT_TRT_CACHE = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'seg_node' / 'tensorrt'
-# Batch size a TensorRT optimization profile is built for when the model's batch is dynamic.
-DEFAULT_TRT_MAX_BATCH = 4
-
-
-class EngineError(RuntimeError):
-    """The engine could not be built or run; the message is one sentence for the operator."""
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """How to run a model; every field maps to a node parameter of the same name."""
-
-    providers: Sequence[str] = DEFAULT_PROVIDERS
-    cpu_threads: int = 0  # 0: ONNX Runtime's default (one per core)
-    trt_fp16: bool = True
-    trt_cache_dir: str = str(DEFAULT_TRT_CACHE)
-    trt_max_batch: int = DEFAULT_TRT_MAX_BATCH
-    device_id: int = 0
-
-
-@dataclass
-class Segmentation:
-    """One frame's result at the model's output resolution."""
-
-    class_mask: np.ndarray  # uint8 [h, w]
-    confidence: np.ndarray | None  # uint8 [h, w], max class probability x 255
-
-
-@dataclass
-class EngineTiming:
-    """Wall time of the last ``segment`` call, split into resize and runtime."""
-
-    preprocess_ms: float = 0.0
-    inference_ms: float = 0.0
-    batch_size: int = 0
-
 
 def _cuda_driver_present() -> bool:
     # onnxruntime-gpu lists the CUDA/TensorRT providers even on machines without a GPU;
@@ -92,20 +50,6 @@ def usable_providers(requested: Sequence[str]) -> list[str]:
     gpu = _cuda_driver_present()
     return [p for p in requested
             if PROVIDERS[p] in built and (p == 'cpu' or gpu)]
-
-
-def _read_model(model: str | os.PathLike | bytes) -> tuple[bytes, str]:
-    if isinstance(model, bytes):
-        return model, '<bytes>'
-    path = Path(model)
-    if not path.is_file():
-        msg = f'model file {str(path)!r} does not exist'
-        raise EngineError(msg)
-    try:
-        return path.read_bytes(), str(path)
-    except OSError as err:
-        msg = f'model file {str(path)!r} cannot be read ({err.strerror})'
-        raise EngineError(msg) from None
 
 
 def _provider_options(key: str, config: EngineConfig, spec: ModelSpec, model_sha: str) -> dict:
@@ -156,7 +100,7 @@ def _create_session(model_bytes: bytes, spec: ModelSpec, config: EngineConfig,
         try:
             session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
         except Exception as err:  # noqa: BLE001 - ORT raises bare RuntimeErrors/Fail subclasses
-            last_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+            last_error = one_line(err)
             _log.warning('execution provider %s failed to load (%s); trying the next one',
                          candidates[0], last_error)
             candidates = candidates[1:]
@@ -171,10 +115,11 @@ def _create_session(model_bytes: bytes, spec: ModelSpec, config: EngineConfig,
 class SegmentationEngine:
     """Runs a contract model on batches of RGB frames."""
 
-    def __init__(self, model: str | os.PathLike | bytes, config: EngineConfig | None = None,
-                 overrides: ModelOverrides | None = None) -> None:
+    def __init__(self, model_bytes: bytes, config: EngineConfig | None = None,
+                 overrides: ModelOverrides | None = None, *, name: str = '<bytes>') -> None:
+        """Load ``model_bytes`` (read and verified by ``runtime.loader``); ``name`` appears in errors."""
         self.config = config or EngineConfig()
-        model_bytes, self.model_name = _read_model(model)
+        self.model_name = name
         self.model_sha256 = hashlib.sha256(model_bytes).hexdigest()
         try:
             proto = onnx.load_from_string(model_bytes)

@@ -1,6 +1,9 @@
-"""Building a verified, test-run engine for the node, in the foreground or beside a running one.
+"""The one way to load a model: read and verify the file, build the engine, run a test frame.
 
-No ROS imports: the node decides when to load and what to do with the result.
+The node (at start-up, in a runtime switch and in the CPU fallback), ``seg_bag label``,
+``seg_eval``, ``seg_build_engine``, the demo and the benchmarks all call ``load_model``, so each
+gets the same SHA-256 check, contract validation and test inference. No ROS imports: the node
+decides when to load and what to do with the result.
 """
 
 from __future__ import annotations
@@ -8,28 +11,34 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from seg_node.errors import one_line
 from seg_node.model.contract import ModelOverrides
 from seg_node.model.file import ModelFileError, read_verified
-from seg_node.runtime.engine import EngineConfig, EngineError, SegmentationEngine
+from seg_node.runtime.config import EngineConfig, EngineError
+from seg_node.runtime.engine import SegmentationEngine
 from seg_node.runtime.render import palette_lut
 
 # Size of the test frame run through a model with dynamic spatial size.
 _TEST_FRAME = (64, 64)
 
 
+# Every failure ``load_model`` reports: the message is one sentence naming the file.
+LOAD_ERRORS = (ModelFileError, EngineError)
+
+
 @dataclass(frozen=True)
 class ModelRequest:
-    """What to build: the file, its expected hash and how to run it."""
+    """What to load: the file, its expected hash (empty: not checked) and how to run it."""
 
     path: str
-    sha256: str
-    config: EngineConfig
-    overrides: ModelOverrides
-    key: tuple = ()  # the parameter values this request came from (settings.model_request())
+    sha256: str = ''
+    config: EngineConfig = field(default_factory=EngineConfig)
+    overrides: ModelOverrides = field(default_factory=ModelOverrides)
+    key: tuple = ()  # the node parameter values this request came from (NodeSettings.model_key)
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ def check_inference(engine: SegmentationEngine) -> None:
         result = engine.segment([np.zeros((height, width, 3), np.uint8)],
                                 want_confidence=engine.has_confidence)[0]
     except Exception as err:  # noqa: BLE001 - ONNX Runtime raises bare RuntimeError/Fail types
-        msg = f'the model failed its test inference ({_one_line(err)})'
+        msg = f'the model failed its test inference ({one_line(err)})'
         raise EngineError(msg) from None
     mask = result.class_mask
     if mask.dtype != np.uint8 or mask.ndim != 2 or int(mask.max()) >= engine.spec.num_classes:
@@ -61,14 +70,11 @@ def check_inference(engine: SegmentationEngine) -> None:
         raise EngineError(msg)
 
 
-def build_model(request: ModelRequest) -> ActiveModel:
-    """Read, verify, load and test-run a model; raise ModelFileError or EngineError (one sentence)."""
+def load_model(request: ModelRequest) -> ActiveModel:
+    """Read, verify, load and test-run a model; raise one of ``LOAD_ERRORS`` (one sentence)."""
     data = read_verified(request.path, request.sha256)
-    try:
-        engine = SegmentationEngine(data, request.config, request.overrides)
-        check_inference(engine)
-    except EngineError as err:
-        raise EngineError(str(err).replace("'<bytes>'", repr(request.path))) from None
+    engine = SegmentationEngine(data, request.config, request.overrides, name=request.path)
+    check_inference(engine)
     return ActiveModel(engine, palette_lut(engine.spec.palette), request)
 
 
@@ -83,7 +89,7 @@ class BackgroundLoad:
     """Builds one model on its own thread (after ``start``), then calls ``done`` from that thread."""
 
     def __init__(self, request: ModelRequest, done: Callable[[], None],
-                 build: Callable[[ModelRequest], ActiveModel] = build_model) -> None:
+                 build: Callable[[ModelRequest], ActiveModel] = load_model) -> None:
         self.request = request
         self.model: ActiveModel | None = None
         self.error = ''
@@ -98,10 +104,10 @@ class BackgroundLoad:
     def _run(self) -> None:
         try:
             self.model = self._build(self.request)
-        except (ModelFileError, EngineError) as err:
+        except LOAD_ERRORS as err:
             self.error = str(err)
         except Exception as err:  # noqa: BLE001 - any failure must reach the node as a reason
-            self.error = f'loading failed ({_one_line(err)})'
+            self.error = f'loading failed ({one_line(err)})'
         self._done()
 
     @property
@@ -109,11 +115,3 @@ class BackgroundLoad:
         """True once the model was built or failed."""
         return self.model is not None or bool(self.error)
 
-    def join(self, timeout: float) -> None:
-        """Wait up to ``timeout`` s for the loading thread."""
-        self._thread.join(timeout)
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -1,4 +1,4 @@
-"""Pre- and post-processing shared by the node, the bag tools and evaluation.
+"""Rendering shared by the node, the bag tools and evaluation: colour masks, overlays, resizing.
 
 Functions write into a destination array when one is given, so the node can render straight
 into the buffers of its outgoing messages.
@@ -6,15 +6,19 @@ into the buffers of its outgoing messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from seg_node.runtime.engine import Segmentation
+from seg_node.runtime.resize import resize_image, resize_nearest
+from seg_node.runtime.results import Segmentation
+
+__all__ = [
+    'MASK_AT_INPUT', 'MASK_AT_MODEL', 'RenderedOutputs', 'blend', 'colorize', 'palette_lut',
+    'render_outputs', 'resize_image', 'resize_nearest',
+]
 
 MASK_AT_INPUT = 'input'
 MASK_AT_MODEL = 'model'
@@ -25,30 +29,6 @@ BufferFactory = Callable[[str, tuple[int, ...]], np.ndarray]
 
 def _alloc(_name: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, np.uint8)
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = None) -> np.ndarray:
-    """Resize an RGB frame to (H, W): area averaging when shrinking, bilinear when growing."""
-    h, w = size
-    if image.shape[0] == h and image.shape[1] == w:
-        if dst is None:
-            return image
-        dst[...] = image
-        return dst
-    shrinking = h * w < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (w, h), dst=dst,
-                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
-def resize_nearest(mask: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = None) -> np.ndarray:
-    """Resize a class mask to (H, W) with nearest neighbour, which never invents classes."""
-    h, w = size
-    if mask.shape[0] == h and mask.shape[1] == w:
-        if dst is None:
-            return mask
-        dst[...] = mask
-        return dst
-    return cv2.resize(mask, (w, h), dst=dst, interpolation=cv2.INTER_NEAREST)
 
 
 def palette_lut(palette: Sequence[Sequence[int]]) -> np.ndarray:
@@ -77,6 +57,13 @@ class RenderedOutputs:
     color_mask: np.ndarray | None = None
     overlay: np.ndarray | None = None
     confidence: np.ndarray | None = None
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        """(output name, array) of every rendered output, in the order of ``msg.topics.OUTPUTS``."""
+        for name, array in (('mask', self.class_mask), ('color_mask', self.color_mask),
+                            ('overlay', self.overlay), ('confidence', self.confidence)):
+            if array is not None:
+                yield name, array
 
 
 def render_outputs(image: np.ndarray, result: Segmentation, lut: np.ndarray, *,

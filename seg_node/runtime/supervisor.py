@@ -14,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from seg_node.model.file import ModelFileError
-from seg_node.runtime.engine import EngineError, Segmentation
-from seg_node.runtime.loader import ActiveModel, ModelRequest, build_model, cpu_request
+from seg_node.errors import one_line
+from seg_node.runtime.loader import LOAD_ERRORS, ActiveModel, ModelRequest, cpu_request, load_model
+from seg_node.runtime.results import Segmentation
 
 
 class Logger(Protocol):
@@ -54,7 +54,7 @@ class EngineSupervisor:
     """Owns the running model; thread-safe between the worker and the executor thread."""
 
     def __init__(self, model: ActiveModel, log: Logger, *, fallback_after: int = 0,
-                 build: Callable[[ModelRequest], ActiveModel] = build_model) -> None:
+                 build: Callable[[ModelRequest], ActiveModel] = load_model) -> None:
         self.fallback_after = fallback_after  # 0: never fall back
         self._model = model
         self._log = log
@@ -77,7 +77,7 @@ class EngineSupervisor:
         try:
             results = model.engine.segment(images, want_confidence=want_confidence)
         except Exception as err:  # a CUDA or runtime error must not kill the worker: re-raised typed
-            reason = _one_line(err)
+            reason = one_line(err)
             self._record_failure(model, reason)
             raise InferenceError(reason) from err
         with self._lock:
@@ -104,7 +104,7 @@ class EngineSupervisor:
                         'rebuilding the model on the CPU provider')
         try:
             cpu = self._build(cpu_request(model))
-        except (ModelFileError, EngineError) as err:
+        except LOAD_ERRORS as err:
             self._log.error(f'CPU fallback failed, staying on {provider}: {err}')
             return
         with self._lock:
@@ -141,7 +141,3 @@ class EngineSupervisor:
                 last_error=self._last_error, fallback=self._fallback, switch=self._switch,
                 switch_failed=self._switch_failed)
 
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from seg_node.model.classes import default_class_table
+from seg_node.model.classes import CAMVID, CITYSCAPES, ClassTable, default_class_table
 from seg_node.model.labels import (
     CAMVID_CLASSES,
-    CAMVID_PALETTE,
     CAMVID_VOID,
-    CITYSCAPES_CLASSES,
     CITYSCAPES_ID_TO_TRAIN_ID,
-    CITYSCAPES_PALETTE,
     IGNORE_INDEX,
 )
 
@@ -39,25 +35,16 @@ class DatasetError(ValueError):
     """A dataset file is missing or malformed; the message names the file."""
 
 
-@dataclass(frozen=True)
-class ClassTable:
-    """Class names and colours in class-id order."""
-
-    names: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-
-
 def class_table(fmt: str, num_classes: int | None) -> ClassTable:
     """The class table of a layout; SageMaker data uses Cityscapes' for 19 classes, else generated."""
     if fmt == 'cityscapes':
-        return ClassTable(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
+        return CITYSCAPES
     if fmt == 'camvid':
-        return ClassTable(CAMVID_CLASSES, CAMVID_PALETTE)
+        return CAMVID
     if not num_classes:
         msg = 'num_classes is required for a SageMaker-layout dataset'
         raise DatasetError(msg)
-    names, palette = default_class_table(num_classes)
-    return ClassTable(tuple(names), tuple(tuple(c) for c in palette))
+    return default_class_table(num_classes)
 
 
 def _identity_map(num_classes: int) -> np.ndarray:

@@ -57,9 +57,10 @@ def _batches(dataset: SegmentationFiles, batch_size: int,
 
 
 def _onnx_predictor(path: Path, providers: Sequence[str]) -> tuple[Callable, tuple, tuple]:
-    from seg_node.runtime.engine import EngineConfig, SegmentationEngine  # noqa: PLC0415 - onnx-only dependency
+    from seg_node.runtime.config import EngineConfig  # noqa: PLC0415 - onnx-only dependency
+    from seg_node.runtime.loader import ModelRequest, load_model  # noqa: PLC0415
 
-    engine = SegmentationEngine(path, EngineConfig(providers=tuple(providers)))
+    engine = load_model(ModelRequest(str(path), config=EngineConfig(providers=tuple(providers)))).engine
 
     def predict(images: list[np.ndarray]) -> list[np.ndarray]:
         return [r.class_mask for r in engine.segment(images)]

@@ -25,7 +25,7 @@ from torch import nn
 
 from seg_node.model.contract import KEY_SCORES, metadata_props, set_metadata
 from seg_node.training.hyperparameters import saved_hyperparameters
-from seg_node.training.models import build_model
+from seg_node.training.models import build_network
 from seg_node.training.train import load_checkpoint
 
 __all__ = ['ExportError', 'ExportOptions', 'Verification', 'export_checkpoint', 'load_model', 'main',
@@ -99,8 +99,8 @@ class DeployWrapper(nn.Module):
 def load_model(checkpoint: dict) -> nn.Module:
     """Rebuild the network of a checkpoint (no auxiliary head, no pretrained download)."""
     hp = saved_hyperparameters(checkpoint['hyperparameters'])
-    model = build_model(algorithm=hp['algorithm'], backbone=hp['backbone'], num_classes=hp['num_classes'],
-                        use_pretrained_model=False, output_stride=hp['output_stride'], decoder=hp['decoder'])
+    model = build_network(algorithm=hp['algorithm'], backbone=hp['backbone'], num_classes=hp['num_classes'],
+                          use_pretrained_model=False, output_stride=hp['output_stride'], decoder=hp['decoder'])
     state = {k: v for k, v in checkpoint['model'].items() if not k.startswith('aux_classifier.')}
     model.load_state_dict(state)
     return model.eval()

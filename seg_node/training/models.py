@@ -23,7 +23,7 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
 __all__ = ['ALGORITHMS', 'BACKBONES', 'DECODERS', 'PSPHead', 'SegmentationModel', 'SkipDecoder',
-           'adaptive_avg_pool_exact', 'build_model', 'load_backbone_weights']
+           'adaptive_avg_pool_exact', 'build_network', 'load_backbone_weights']
 
 ALGORITHMS = ('fcn', 'psp', 'deeplab')
 BACKBONES = {
@@ -190,9 +190,9 @@ def load_backbone_weights(resnet: nn.Module, path: str | Path) -> None:
     resnet.load_state_dict(state)
 
 
-def build_model(*, algorithm: str = 'fcn', backbone: str = 'resnet-50', num_classes: int,
-                use_pretrained_model: bool = False, backbone_weights: str | Path | None = None,
-                output_stride: int = 8, aux_loss: bool = False, decoder: str = 'none') -> SegmentationModel:
+def build_network(*, algorithm: str = 'fcn', backbone: str = 'resnet-50', num_classes: int,
+                  use_pretrained_model: bool = False, backbone_weights: str | Path | None = None,
+                  output_stride: int = 8, aux_loss: bool = False, decoder: str = 'none') -> SegmentationModel:
     """Build a segmentation network.
 
     Args:

@@ -14,7 +14,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +31,7 @@ from seg_node.runtime.metrics import ConfusionMatrix
 from seg_node.runtime.render import resize_nearest
 from seg_node.training.datasets import ClassTable, class_table, get_dataset
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig, as_dict, parse_args, saved_hyperparameters
-from seg_node.training.models import build_model
+from seg_node.training.models import build_network
 from seg_node.training.transforms import SegmentationPresetEval, SegmentationPresetTrain
 
 __all__ = ['criterion', 'evaluate', 'load_checkpoint', 'main', 'train', 'train_one_epoch']
@@ -195,8 +197,16 @@ def _collate_list(batch: list) -> list:
     return batch
 
 
-def _loaders(config: RunConfig, classes: ClassTable,
-             world: int) -> tuple[DataLoader, DataLoader, torch.utils.data.Sampler | None]:
+class _Loaders(NamedTuple):
+    """The training and validation loaders, and the distributed sampler to reseed every epoch."""
+
+    train: DataLoader
+    val: DataLoader
+    sampler: torch.utils.data.distributed.DistributedSampler | None
+
+
+def _loaders(config: RunConfig, classes: ClassTable, world: int) -> _Loaders:
+    """Training loader (augmented, shuffled) and validation loader (this rank's slice, one list per batch)."""
     hp = config.hp
     train_tf = SegmentationPresetTrain(base_size=hp.base_size, crop_size=hp.crop_size, crop_height=hp.crop_height,
                                        min_scale=hp.min_scale, max_scale=hp.max_scale, color_jitter=hp.color_jitter)
@@ -218,7 +228,7 @@ def _loaders(config: RunConfig, classes: ClassTable,
                               generator=generator)
     val_loader = DataLoader(val_set, batch_size=hp.validation_mini_batch_size, num_workers=workers,
                             collate_fn=_collate_list)
-    return train_loader, val_loader, sampler
+    return _Loaders(train_loader, val_loader, sampler)
 
 
 def _device(name: str) -> torch.device:
@@ -229,14 +239,60 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# --- Setup: process, classes, model, optimizer, scheduler -----------------------------------------------
+
+
+def _init_process(config: RunConfig) -> tuple[int, torch.device]:
+    """Join torchrun's process group (if any), pick the device, threads and this rank's seed.
+
+    Returns the world size and the device.
+    """
+    hp = config.hp
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    device = _device(config.device)
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)
+    if hp.threads:
+        torch.set_num_threads(hp.threads)
+    torch.manual_seed(hp.seed + _rank())
+    return world, device
+
+
+def _classes(config: RunConfig) -> ClassTable:
+    """The data format's class table; fills in ``hp.num_classes`` where the format fixes it."""
+    hp = config.hp
+    if config.format != 'sagemaker' and hp.num_classes is None:
+        hp.num_classes = len(class_table(config.format, None).names)
+    classes = class_table(config.format, hp.num_classes)
+    if hp.num_classes != len(classes.names):
+        msg = f'num_classes {hp.num_classes} does not match the {config.format} layout ({len(classes.names)})'
+        raise ValueError(msg)
+    return classes
+
+
+def _class_weights(hp: Hyperparameters, train_set: torch.utils.data.Dataset, classes: ClassTable,
+                   device: torch.device) -> torch.Tensor | None:
+    """Median-frequency loss weights of the training labels (logged), or None without class weighting."""
+    if hp.class_weighting != 'median_frequency':
+        return None
+    frequencies = train_set.class_frequencies(hp.num_classes)
+    weight = torch.tensor(median_frequency_weights(frequencies), dtype=torch.float32, device=device)
+    _log('class weights: ' + ', '.join(f'{n} {w:.2f}' for n, w in zip(classes.names, weight.tolist(),
+                                                                          strict=True) if w))
+    return weight
+
+
 def _build(config: RunConfig, num_classes: int) -> nn.Module:
+    """The network; ImageNet weights only when no checkpoint will overwrite them."""
     hp = config.hp
     starts_from_checkpoint = config.resume is not None or config.init_checkpoint is not None
     try:
-        return build_model(algorithm=hp.algorithm, backbone=hp.backbone, num_classes=num_classes,
-                           use_pretrained_model=hp.use_pretrained_model and not starts_from_checkpoint,
-                           backbone_weights=None if starts_from_checkpoint else hp.backbone_weights,
-                           output_stride=hp.output_stride, aux_loss=hp.aux_loss, decoder=hp.decoder)
+        return build_network(algorithm=hp.algorithm, backbone=hp.backbone, num_classes=num_classes,
+                             use_pretrained_model=hp.use_pretrained_model and not starts_from_checkpoint,
+                             backbone_weights=None if starts_from_checkpoint else hp.backbone_weights,
+                             output_stride=hp.output_stride, aux_loss=hp.aux_loss, decoder=hp.decoder)
     except (OSError, RuntimeError) as err:  # torchvision's download fails with URLError (an OSError)
         msg = (f'could not load the ImageNet weights of {hp.backbone} ({err}); put them in torch\'s '
                'cache, pass --backbone-weights PATH, or --use_pretrained_model false')
@@ -254,40 +310,9 @@ def _check_compatible(hp: Hyperparameters, saved: dict, path: Path) -> None:
         raise ValueError(msg)
 
 
-def checkpoint_payload(model: nn.Module, hp: Hyperparameters, classes: ClassTable, *, fmt: str,
-                       epoch: int, metrics: dict) -> dict:
-    """Everything export and evaluation need, in plain types (safe to load with weights_only)."""
-    base = model.module if hasattr(model, 'module') else model
-    return {'model': base.state_dict(), 'epoch': epoch, 'hyperparameters': as_dict(hp), 'format': fmt,
-            'classes': list(classes.names), 'palette': [list(c) for c in classes.palette],
-            'mean': list(IMAGENET_MEAN), 'std': list(IMAGENET_STD), 'metrics': metrics}
-
-
-def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Run training; return the best epoch's record (metrics and checkpoint path)."""
+def _prepare_model(config: RunConfig, weight: torch.Tensor | None, world: int, device: torch.device) -> nn.Module:
+    """Build the network, start it from ``--init_checkpoint``, and place it on the device (DDP when distributed)."""
     hp = config.hp
-    world = int(os.environ.get('WORLD_SIZE', '1'))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-    device = _device(config.device)
-    if device.type == 'cuda':
-        torch.cuda.set_device(device)
-    if hp.threads:
-        torch.set_num_threads(hp.threads)
-    torch.manual_seed(hp.seed + _rank())
-    if config.format != 'sagemaker' and hp.num_classes is None:
-        hp.num_classes = len(class_table(config.format, None).names)
-    classes = class_table(config.format, hp.num_classes)
-    if hp.num_classes != len(classes.names):
-        msg = f'num_classes {hp.num_classes} does not match the {config.format} layout ({len(classes.names)})'
-        raise ValueError(msg)
-    train_loader, val_loader, sampler = _loaders(config, classes, world)
-    weight = None
-    if hp.class_weighting == 'median_frequency':
-        frequencies = train_loader.dataset.class_frequencies(hp.num_classes)
-        weight = torch.tensor(median_frequency_weights(frequencies), dtype=torch.float32, device=device)
-        _log('class weights: ' + ', '.join(f'{n} {w:.2f}' for n, w in zip(classes.names, weight.tolist(),
-                                                                              strict=True) if w))
     model = _build(config, hp.num_classes)
     if config.init_checkpoint is not None:
         saved = load_checkpoint(config.init_checkpoint)
@@ -305,56 +330,145 @@ def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) 
     if world > 1:
         ids = [device.index] if device.type == 'cuda' else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
+@dataclass
+class _Training:
+    """What one training step needs besides the data: the network and how it is optimized."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    device: torch.device
+    amp: bool
+    scaler: torch.amp.GradScaler | None
+    weight: torch.Tensor | None  # class weights of the loss
+
+
+def _setup_training(config: RunConfig, train_loader: DataLoader, weight: torch.Tensor | None, world: int,
+                    device: torch.device) -> _Training:
+    """Model, mixed precision, optimizer and per-iteration learning-rate scheduler of this run."""
+    hp = config.hp
+    model = _prepare_model(config, weight, world, device)
     amp = hp.amp == 'true' or (hp.amp == 'auto' and device.type == 'cuda')
     scaler = torch.amp.GradScaler('cuda') if amp and device.type == 'cuda' else None
     steps = min(len(train_loader), hp.max_iterations) if hp.max_iterations else len(train_loader)
     optimizer = make_optimizer(hp, model)
     scheduler = make_scheduler(hp, optimizer, steps)
-    start, best, stale = 0, {'validation:mIOU': -1.0}, 0
-    if config.resume is not None:
-        saved = load_checkpoint(config.resume)
-        _check_compatible(hp, saved['hyperparameters'], config.resume)
-        (model.module if world > 1 else model).load_state_dict(saved['model'])
-        optimizer.load_state_dict(saved['optimizer'])
-        scheduler.load_state_dict(saved['lr_scheduler'])
-        start, best, stale = saved['epoch'] + 1, saved['best'], saved['stale_epochs']
-    config.output.mkdir(parents=True, exist_ok=True)
-    log_path = config.output / 'metrics.jsonl'
-    for epoch in range(start, hp.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        t0 = time.perf_counter()
-        loss = train_one_epoch(model, optimizer, scheduler, train_loader, device, epoch=epoch, amp=amp,
-                               scaler=scaler, max_iterations=hp.max_iterations, weight=weight,
-                               ohem_threshold=hp.ohem_threshold)
-        # Validation in full precision, like the exported model, so the numbers match seg_eval.
-        matrix = evaluate(model, val_loader, device, hp.num_classes)
-        scores = matrix.compute()
-        record = {'epoch': epoch, 'train:loss': loss, **scores.as_dict(),
-                  'validation:iou': dict(zip(classes.names, scores.iou, strict=True)),
-                  'learning_rate': optimizer.param_groups[0]['lr'], 'seconds': time.perf_counter() - t0}
-        improved = scores.mean_iou > best['validation:mIOU'] * (1 + hp.early_stopping_tolerance)
-        stale = 0 if improved else stale + 1
+    return _Training(model, optimizer, scheduler, device, amp, scaler, weight)
+
+
+# --- The epoch loop: one epoch of training, then validation ----------------------------------------------
+
+
+def _train_and_validate(training: _Training, loaders: _Loaders, hp: Hyperparameters, classes: ClassTable,
+                        epoch: int) -> dict:
+    """One epoch of training, then validation; returns the epoch's record for ``metrics.jsonl``."""
+    if loaders.sampler is not None:
+        loaders.sampler.set_epoch(epoch)
+    t0 = time.perf_counter()
+    loss = train_one_epoch(training.model, training.optimizer, training.scheduler, loaders.train, training.device,
+                           epoch=epoch, amp=training.amp, scaler=training.scaler, max_iterations=hp.max_iterations,
+                           weight=training.weight, ohem_threshold=hp.ohem_threshold)
+    # Validation in full precision, like the exported model, so the numbers match seg_eval.
+    matrix = evaluate(training.model, loaders.val, training.device, hp.num_classes)
+    scores = matrix.compute()
+    return {'epoch': epoch, 'train:loss': loss, **scores.as_dict(),
+            'validation:iou': dict(zip(classes.names, scores.iou, strict=True)),
+            'learning_rate': training.optimizer.param_groups[0]['lr'], 'seconds': time.perf_counter() - t0}
+
+
+def _log_epoch(record: dict) -> None:
+    """The epoch's one-line summary, SageMaker's metric names as its log parsers expect."""
+    _log(f'epoch {record["epoch"]}: train:loss={record["train:loss"]:.4f} '
+         f'validation:mIOU={record["validation:mIOU"]:.4f} '
+         f'validation:pixel_accuracy={record["validation:pixel_accuracy"]:.4f} ({record["seconds"]:.0f} s)')
+
+
+@dataclass
+class _Progress:
+    """Early-stopping state, kept in ``checkpoint.pt``: the best record so far, epochs since it."""
+
+    best: dict = field(default_factory=lambda: {'validation:mIOU': -1.0})
+    stale: int = 0
+
+    def update(self, record: dict, tolerance: float) -> bool:
+        """Count an epoch in; True when its mIOU beats the best by more than ``tolerance`` (relative)."""
+        improved = record['validation:mIOU'] > self.best['validation:mIOU'] * (1 + tolerance)
+        self.stale = 0 if improved else self.stale + 1
         if improved:
-            best = {k: v for k, v in record.items() if k != 'validation:iou'}
-        if _rank() == 0:
-            with log_path.open('a') as log:
-                log.write(json.dumps(record, allow_nan=True) + '\n')
-            payload = checkpoint_payload(model, hp, classes, fmt=config.format, epoch=epoch,
-                                         metrics={k: v for k, v in record.items()})
-            if improved:
-                torch.save(payload, config.output / 'model_best.pt')
-            torch.save(payload | {'optimizer': optimizer.state_dict(), 'lr_scheduler': scheduler.state_dict(),
-                                  'best': best, 'stale_epochs': stale}, config.output / 'checkpoint.pt')
-        _log(f'epoch {epoch}: train:loss={loss:.4f} validation:mIOU={scores.mean_iou:.4f} '
-             f'validation:pixel_accuracy={scores.pixel_accuracy:.4f} ({record["seconds"]:.0f} s)')
+            self.best = {k: v for k, v in record.items() if k != 'validation:iou'}
+        return improved
+
+    def should_stop(self, hp: Hyperparameters, epoch: int) -> bool:
+        """Early stopping: past the minimum epochs and no improvement for ``patience`` epochs."""
+        return (hp.early_stopping and epoch + 1 >= hp.early_stopping_min_epochs
+                and self.stale >= hp.early_stopping_patience)
+
+
+# --- Checkpointing: resume, save best and last ------------------------------------------------------------
+
+
+def checkpoint_payload(model: nn.Module, hp: Hyperparameters, classes: ClassTable, *, fmt: str,
+                       epoch: int, metrics: dict) -> dict:
+    """Everything export and evaluation need, in plain types (safe to load with weights_only)."""
+    base = model.module if hasattr(model, 'module') else model
+    return {'model': base.state_dict(), 'epoch': epoch, 'hyperparameters': as_dict(hp), 'format': fmt,
+            'classes': list(classes.names), 'palette': [list(c) for c in classes.palette],
+            'mean': list(IMAGENET_MEAN), 'std': list(IMAGENET_STD), 'metrics': metrics}
+
+
+def _resume(config: RunConfig, training: _Training, world: int) -> tuple[int, _Progress]:
+    """Restore weights, optimizer, scheduler and progress from ``--resume``; return the first epoch to run."""
+    if config.resume is None:
+        return 0, _Progress()
+    saved = load_checkpoint(config.resume)
+    _check_compatible(config.hp, saved['hyperparameters'], config.resume)
+    (training.model.module if world > 1 else training.model).load_state_dict(saved['model'])
+    training.optimizer.load_state_dict(saved['optimizer'])
+    training.scheduler.load_state_dict(saved['lr_scheduler'])
+    return saved['epoch'] + 1, _Progress(saved['best'], saved['stale_epochs'])
+
+
+def _save_epoch(config: RunConfig, training: _Training, classes: ClassTable, record: dict, progress: _Progress,
+                *, improved: bool) -> None:
+    """On rank 0: append the record to ``metrics.jsonl``; write ``model_best.pt`` if improved, ``checkpoint.pt``."""
+    if _rank() != 0:
+        return
+    with (config.output / 'metrics.jsonl').open('a') as log:
+        log.write(json.dumps(record, allow_nan=True) + '\n')
+    payload = checkpoint_payload(training.model, config.hp, classes, fmt=config.format, epoch=record['epoch'],
+                                 metrics=dict(record))
+    if improved:
+        torch.save(payload, config.output / 'model_best.pt')
+    # The last epoch also keeps what --resume needs to continue exactly where it stopped.
+    torch.save(payload | {'optimizer': training.optimizer.state_dict(),
+                          'lr_scheduler': training.scheduler.state_dict(),
+                          'best': progress.best, 'stale_epochs': progress.stale}, config.output / 'checkpoint.pt')
+
+
+def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Run training; return the best epoch's record (metrics and checkpoint path)."""
+    hp = config.hp
+    world, device = _init_process(config)
+    classes = _classes(config)
+    loaders = _loaders(config, classes, world)
+    weight = _class_weights(hp, loaders.train.dataset, classes, device)
+    training = _setup_training(config, loaders.train, weight, world, device)
+    start, progress = _resume(config, training, world)
+    config.output.mkdir(parents=True, exist_ok=True)
+    for epoch in range(start, hp.epochs):
+        record = _train_and_validate(training, loaders, hp, classes, epoch)
+        improved = progress.update(record, hp.early_stopping_tolerance)
+        _save_epoch(config, training, classes, record, progress, improved=improved)
+        _log_epoch(record)
         if on_epoch is not None:
             on_epoch(record)
-        if (hp.early_stopping and epoch + 1 >= hp.early_stopping_min_epochs
-                and stale >= hp.early_stopping_patience):
-            _log(f'early stopping: no mIOU improvement for {stale} epochs')
+        if progress.should_stop(hp, epoch):
+            _log(f'early stopping: no mIOU improvement for {progress.stale} epochs')
             break
-    return best | {'checkpoint': str(config.output / 'model_best.pt')}
+    return progress.best | {'checkpoint': str(config.output / 'model_best.pt')}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,151 @@
+"""The package layers and the one rule between them, checked on the source (see README, "Architecture").
+
+model/, runtime/, msg/ and synthetic/ import neither ROS nor torch; ros/ (and the bag player) are the
+only ROS importers, training/ the only torch importer; subpackages depend downwards only, and no
+two modules import each other, directly or round a longer cycle.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / 'seg_node'
+ROS = {'rclpy', 'rcl_interfaces', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'vision_msgs',
+       'rosgraph_msgs', 'lifecycle_msgs', 'builtin_interfaces'}
+TORCH = {'torch', 'torchvision'}
+ROS_FREE = ('model', 'runtime', 'msg', 'synthetic')
+# What each layer may import from the package; anything else is an upward (or sideways) dependency.
+ALLOWED = {
+    'errors': set(),
+    'model': {'errors'},
+    'msg': {'errors', 'model'},
+    'runtime': {'errors', 'model'},
+    'synthetic': {'errors', 'model'},
+    'ros': {'errors', 'model', 'msg', 'runtime'},
+    'bag': {'errors', 'model', 'msg', 'runtime', 'synthetic', 'ros'},
+    'training': {'errors', 'model', 'msg', 'runtime', 'synthetic'},
+}
+ROS_IMPORTERS = ('seg_node.ros.', 'seg_node.bag.play')
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package by dotted name."""
+    found = {}
+    for path in sorted(PACKAGE.rglob('*.py')):
+        parts = path.relative_to(PACKAGE.parent).with_suffix('').parts
+        name = '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+        found[name] = path
+    return found
+
+
+def imports(path: Path) -> set[str]:
+    """Every module ``path`` imports anywhere in its body (function-level and TYPE_CHECKING included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f'{node.module}.{alias.name}' for alias in node.names)
+    return names
+
+
+def package_edges() -> dict[str, set[str]]:
+    """module -> the package modules it imports."""
+    known = modules()
+    return {name: {i for i in imports(path) if i in known and i != name and known[i].name != '__init__.py'}
+            for name, path in known.items()}
+
+
+def layer(module: str) -> str:
+    """``seg_node.runtime.engine`` -> ``runtime``."""
+    return module.split('.')[1] if module.count('.') else ''
+
+
+def test_ros_is_imported_only_by_the_ros_layer_and_the_bag_player():
+    offenders = sorted(f'{name} imports {i}' for name, path in modules().items() for i in imports(path)
+                       if i.split('.')[0] in ROS and not name.startswith(ROS_IMPORTERS))
+    assert offenders == []
+
+
+def test_torch_is_imported_only_by_training():
+    offenders = sorted(f'{name} imports {i}' for name, path in modules().items() for i in imports(path)
+                       if i.split('.')[0] in TORCH and not name.startswith('seg_node.training'))
+    assert offenders == []
+
+
+def test_layers_depend_downwards_only():
+    offenders = sorted(f'{src} imports {dst}' for src, targets in package_edges().items() for dst in targets
+                       if layer(src) and layer(dst) != layer(src) and layer(dst) not in ALLOWED[layer(src)])
+    assert offenders == []
+
+
+def find_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every group of modules that import each other round a cycle (Tarjan's strongly connected components)."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in edges.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while (member := stack.pop()) != node:
+                on_stack.discard(member)
+                component.append(member)
+            on_stack.discard(node)
+            if component:
+                cycles.append(sorted([node, *component]))
+
+    for node in edges:
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycles():
+    assert find_cycles(package_edges()) == []
+
+
+def test_the_checks_see_a_violation():
+    # Negative controls: each check reports a violation when there is one.
+    assert find_cycles({'a': {'b'}, 'b': {'c'}, 'c': {'a'}, 'd': {'a'}}) == [['a', 'b', 'c']]
+    assert 'rclpy.node' in imports(PACKAGE / 'ros' / 'node_base.py')
+    assert 'seg_node.runtime.engine' in package_edges()['seg_node.runtime.loader']
+    assert layer('seg_node.runtime.engine') == 'runtime' and 'ros' not in ALLOWED['runtime']
+    code = f'BLOCKED = {sorted(ROS)!r}\nMODULES = ["seg_node.ros.node_base"]\n' + BLOCKER
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=False)
+    assert done.returncode != 0 and 'is blocked' in done.stderr
+
+
+BLOCKER = '''
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in BLOCKED:
+            raise ImportError(f'{name} is blocked: this layer must not import it')
+sys.meta_path.insert(0, Block())
+import importlib
+for name in MODULES:
+    importlib.import_module(name)
+print('imported', len(MODULES))
+'''
+
+
+@pytest.mark.parametrize('subpackage', ROS_FREE)
+def test_ros_free_layers_import_with_ros_and_torch_blocked(subpackage):
+    names = [n for n in modules() if n.startswith(f'seg_node.{subpackage}')]
+    blocked = sorted(ROS | TORCH)
+    code = f'BLOCKED = {blocked!r}\nMODULES = {names!r}\n' + BLOCKER
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f'imported {len(names)}' in done.stdout
