@@ -16,8 +16,11 @@ from seg_node.ros.launch_config import LAUNCH_ARGUMENTS, launch_plan
 def _setup(context):
     arguments = {name: LaunchConfiguration(name).perform(context) for name, _, _ in LAUNCH_ARGUMENTS}
     plan = launch_plan(arguments, get_package_share_directory('seg_node'))
+    # The node turns third-party telemetry off itself; passing it here keeps that true for any
+    # wrapper (a prefix, a container entry point) that imports a dependency before seg_node.
     actions = [Node(package='seg_node', executable='seg_node', name='seg_node', output='screen',
-                    parameters=plan.parameters, arguments=plan.node_arguments)]
+                    parameters=plan.parameters, arguments=plan.node_arguments,
+                    additional_env=plan.environment)]
     if plan.rviz_config:
         actions.append(Node(package='rviz2', executable='rviz2', name='rviz2',
                             arguments=['--display-config', plan.rviz_config]))

@@ -20,13 +20,14 @@ ROS_FREE = ('model', 'runtime', 'msg', 'synthetic')
 # What each layer may import from the package; anything else is an upward (or sideways) dependency.
 ALLOWED = {
     'errors': set(),
-    'model': {'errors'},
-    'msg': {'errors', 'model'},
-    'runtime': {'errors', 'model'},
-    'synthetic': {'errors', 'model'},
-    'ros': {'errors', 'model', 'msg', 'runtime'},
-    'bag': {'errors', 'model', 'msg', 'runtime', 'synthetic', 'ros'},
-    'training': {'errors', 'model', 'msg', 'runtime', 'synthetic'},
+    'privacy': set(),
+    'model': {'errors', 'privacy'},
+    'msg': {'errors', 'privacy', 'model'},
+    'runtime': {'errors', 'privacy', 'model'},
+    'synthetic': {'errors', 'privacy', 'model'},
+    'ros': {'errors', 'privacy', 'model', 'msg', 'runtime'},
+    'bag': {'errors', 'privacy', 'model', 'msg', 'runtime', 'synthetic', 'ros'},
+    'training': {'errors', 'privacy', 'model', 'msg', 'runtime', 'synthetic'},
 }
 ROS_IMPORTERS = ('seg_node.ros.', 'seg_node.bag.play')
 

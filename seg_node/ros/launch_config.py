@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seg_node.msg import topics
+from seg_node.privacy import telemetry_environment
 
 # (name, default, description) of every launch argument; the launch file declares exactly these.
 LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
@@ -36,6 +37,7 @@ class LaunchPlan:
     node_arguments: list[str] = field(default_factory=list)
     rviz_config: str | None = None
     bag_command: list[str] | None = None
+    environment: dict[str, str] = field(default_factory=dict)  # extra variables for the node process
 
 
 def camera_topics(cameras: str) -> list[str]:
@@ -84,4 +86,5 @@ def launch_plan(arguments: Mapping[str, str], share_dir: str | Path) -> LaunchPl
         node_arguments=['--ros-args', '--log-level', values['log_level']],
         rviz_config=str(share / 'rviz' / 'camera_seg.rviz') if _flag(values['rviz'], 'rviz') else None,
         bag_command=bag_command,
+        environment=telemetry_environment(),
     )
