@@ -16,7 +16,7 @@ from seg_node.bag.synth import CAMERA_NAMES, CAMERA_OFFSET_NS, FPS, SynthOptions
 from seg_node.bag.video import VideoOptions, write_video
 from seg_node.model.known_answer import palette_classifier
 from seg_node.msg.image import message_to_rgb
-from seg_node.synthetic.drive import RIG_YAWS, Drive
+from seg_node.synthetic import RIG_YAWS, Drive
 
 FRAMES, WIDTH, HEIGHT = 4, 96, 64
 CAMERAS = ('/cam_front', '/cam_left')

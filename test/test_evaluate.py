@@ -10,7 +10,7 @@ import torch
 from seg_node.runtime.config import EngineConfig
 from seg_node.runtime.loader import ModelRequest, load_model
 from seg_node.runtime.render import resize_nearest
-from seg_node.synthetic.drive import write_cityscapes_dataset, write_sagemaker_dataset
+from seg_node.synthetic import write_cityscapes_dataset, write_sagemaker_dataset
 from seg_node.training.datasets import get_dataset
 from seg_node.training.evaluate import evaluate_model, main
 from seg_node.training.export import ExportOptions, export_checkpoint

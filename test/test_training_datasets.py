@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from seg_node.model.labels import TRAIN_ID_TO_CAMVID, lookup_table
-from seg_node.synthetic.drive import (
+from seg_node.synthetic import (
     dataset_frame,
     render_scene,
     write_camvid_dataset,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg_node.synthetic.drive import write_camvid_dataset, write_cityscapes_dataset, write_sagemaker_dataset
+from seg_node.synthetic import write_camvid_dataset, write_cityscapes_dataset, write_sagemaker_dataset
 from seg_node.training.datasets import get_dataset
 from seg_node.training.evaluate import evaluate_model
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig

@@ -14,7 +14,7 @@ from seg_node.bag import messages
 from seg_node.bag.bagio import BagError, BagWriter
 from seg_node.model.known_answer import palette_scene
 from seg_node.msg import topics
-from seg_node.synthetic.drive import Drive
+from seg_node.synthetic import Drive
 
 # Camera names in rig order (the synthetic rig's yaws: front, front-left, front-right, rear, ...).
 CAMERA_NAMES = ('front', 'left', 'right', 'rear', 'rear_left', 'rear_right', 'side_left', 'side_right')

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torchvision.models import ResNet50_Weights
 
-from seg_node.synthetic.drive import write_sagemaker_dataset
+from seg_node.synthetic import write_sagemaker_dataset
 from seg_node.training.evaluate import evaluate_model
 from seg_node.training.export import ExportOptions, export_checkpoint
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig, as_dict
