@@ -34,6 +34,8 @@ _FAST = {
     '8UC1': (1, cv2.COLOR_GRAY2RGB),
     '8UC3': (3, cv2.COLOR_BGR2RGB),  # OpenCV's own order, as cv_bridge assumes
 }
+# Decoding straight to RGB saves a conversion where OpenCV offers it (4.11 and newer).
+_IMREAD_RGB = getattr(cv2, 'IMREAD_COLOR_RGB', None)
 # Encodings whose pixels span two columns or rows.
 _EVEN_WIDTH = {'uyvy', 'yuv422', 'yuyv', 'yuv422_yuy2', 'nv12', 'nv21'}
 _PLANAR_420 = {'nv12', 'nv21'}
@@ -118,11 +120,12 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     if data.size == 0:
         msg_ = 'compressed image has no data'
         raise ImageConversionError(msg_)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
+    image = cv2.imdecode(data, _IMREAD_RGB if _IMREAD_RGB is not None else cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         msg_ = f'compressed data could not be decoded (format {msg.format!r}, {data.size} bytes)'
         raise ImageConversionError(msg_)
-    return image
+    # OpenCV before 4.11 (Humble's 4.5.4, Jazzy's and Kilted's 4.6.0) decodes to BGR only.
+    return image if _IMREAD_RGB is not None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def message_to_rgb(msg: Any) -> np.ndarray:

@@ -269,19 +269,22 @@ class SegmentationCore(Node):
 
 def spin(make_node: Callable[[], Node], args: list[str] | None) -> int:
     """Run a node until SIGINT/SIGTERM; 1 with one sentence if it cannot start, else 0."""
+    # Not ``with rclpy.init()``: only Kilted's init returns a context manager (Jazzy's returns None).
+    rclpy.init(args=args)
     try:
-        with rclpy.init(args=args):
-            try:
-                node = make_node()
-            except StartupError as err:
-                rclpy.logging.get_logger('seg_node').fatal(str(err))
-                return 1
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.stop()
+        try:
+            node = make_node()
+        except StartupError as err:
+            rclpy.logging.get_logger('seg_node').fatal(str(err))
+            return 1
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            executor.spin()
+        finally:
+            node.stop()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    finally:
+        rclpy.try_shutdown()
     return 0
