@@ -11,7 +11,7 @@ from seg_node.runtime.config import EngineConfig
 from seg_node.runtime.loader import ModelRequest, load_model
 from seg_node.synthetic.drive import render_scene
 from seg_node.training import export as export_module
-from seg_node.training.export import ExportError, ExportOptions, export_checkpoint, load_model, main
+from seg_node.training.export import ExportError, ExportOptions, export_checkpoint, load_network, main
 from seg_node.training.hyperparameters import Hyperparameters, as_dict
 from seg_node.training.models import build_network
 from seg_node.training.transforms import to_normalized_tensor
@@ -86,7 +86,7 @@ def test_checkpoint_from_before_the_score_offset_still_exports(tmp_path):
     path = _checkpoint(tmp_path / 'old.pt', 'fcn')
     saved = torch.load(path, weights_only=True)
     del saved['model']['score_offset']
-    assert load_model(saved).score_offset.abs().sum() == 0
+    assert load_network(saved).score_offset.abs().sum() == 0
 
 
 def test_psp_is_exported_at_a_fixed_size_and_says_so(checkpoints, tmp_path):
@@ -118,7 +118,7 @@ def test_metadata_round_trip_and_engine_agrees_with_pytorch(checkpoints, tmp_pat
     assert json.loads(spec.metadata['seg_node.metrics'])['validation:mIOU'] == 0.5
     frame = render_scene(4, width=96, height=48)[0]
     mask = engine.segment([frame])[0].class_mask
-    reference = load_model(torch.load(checkpoints['deeplab'], weights_only=True))
+    reference = load_network(torch.load(checkpoints['deeplab'], weights_only=True))
     with torch.inference_mode():
         expected = reference(to_normalized_tensor(frame)[None])['out'].argmax(1)[0].numpy()
     assert (mask == expected).mean() >= 0.999

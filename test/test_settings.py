@@ -4,7 +4,7 @@ import pytest
 
 from seg_node.msg.topics import camera_info_topic, camera_namespace, segmentation_topic, validate_image_topics
 from seg_node.ros.launch_config import LAUNCH_ARGUMENTS, LaunchArgumentError, camera_topics, launch_plan
-from seg_node.ros.parameters import PARAMETERS, SettingsError, check_parameter, default_values, settings_from_values
+from seg_node.ros.parameters import PARAMETERS, SettingsError, check_parameter, settings_from_values
 
 
 @pytest.mark.parametrize(('topic', 'namespace', 'mask'), [
@@ -18,6 +18,11 @@ from seg_node.ros.parameters import PARAMETERS, SettingsError, check_parameter, 
 def test_outputs_go_under_the_camera_namespace(topic, namespace, mask):
     assert camera_namespace(topic) == namespace
     assert segmentation_topic(topic, 'mask') == mask
+
+
+def default_values() -> dict[str, object]:
+    """Every parameter at its default (None where unset)."""
+    return {spec.name: spec.default for spec in PARAMETERS}
 
 
 def test_camera_info_follows_image_transport():

@@ -32,8 +32,7 @@ from seg_node.runtime.metrics import ConfusionMatrix, SegmentationMetrics
 from seg_node.runtime.render import resize_nearest
 from seg_node.runtime.stats import percentile
 
-MASK = '/segmentation/mask'
-TRUTH = f'/segmentation/{topics.GROUND_TRUTH}'
+MASK = 'mask'
 
 
 @dataclass
@@ -68,7 +67,7 @@ class EvalReport:
 def class_table(reader: Any) -> ClassTable:
     """The first JSON labels message in the bag (the node's format), else Cityscapes."""
     conns = [c for c in reader.connections
-             if c.topic.endswith(f'/segmentation/{topics.LABELS}') and c.msgtype == 'std_msgs/msg/String']
+             if topics.output_name(c.topic) == topics.LABELS and c.msgtype == 'std_msgs/msg/String']
     for conn, _, raw in read(reader, conns):
         try:
             return parse_labels_json(reader.deserialize(raw, conn.msgtype).data)
@@ -77,8 +76,8 @@ def class_table(reader: Any) -> ClassTable:
     return CITYSCAPES
 
 
-def _topics_ending(reader: Any, suffix: str) -> list:
-    return [c for c in reader.connections if c.topic.endswith(suffix) and c.msgtype == IMAGE]
+def _outputs_named(reader: Any, name: str) -> list:
+    return [c for c in reader.connections if topics.output_name(c.topic) == name and c.msgtype == IMAGE]
 
 
 def mask_of(topic: str, msg: Any) -> np.ndarray:
@@ -92,7 +91,7 @@ def mask_of(topic: str, msg: Any) -> np.ndarray:
 
 def _read_truth(reader: Any) -> dict[str, dict[tuple[int, str], np.ndarray]]:
     truth: dict[str, dict[tuple[int, str], np.ndarray]] = {}
-    for conn, _, raw in read(reader, _topics_ending(reader, TRUTH)):
+    for conn, _, raw in read(reader, _outputs_named(reader, topics.GROUND_TRUTH)):
         msg = reader.deserialize(raw, conn.msgtype)
         frames = truth.setdefault(topics.namespace_of(conn.topic), {})
         frames[frame_key(msg.header)] = mask_of(conn.topic, msg).copy()
@@ -104,12 +103,14 @@ def evaluate_bag(bag: str | Path, *, truth_bag: str | Path | None = None) -> Eva
     with open_bag(truth_bag or bag) as reader:
         truth = _read_truth(reader)
     if not truth:
-        msg = f'bag {str(truth_bag or bag)!r} has no ground-truth topic (<camera>{TRUTH})'
+        expected = topics.output_topic('<camera>', topics.GROUND_TRUTH)
+        msg = f'bag {str(truth_bag or bag)!r} has no ground-truth topic ({expected})'
         raise BagError(msg)
     with open_bag(bag) as reader:
-        masks = _topics_ending(reader, MASK)
+        masks = _outputs_named(reader, MASK)
         if not masks:
-            msg = f'bag {str(bag)!r} has no mask topic (<camera>{MASK}); record or label one first'
+            expected = topics.output_topic('<camera>', MASK)
+            msg = f'bag {str(bag)!r} has no mask topic ({expected}); record or label one first'
             raise BagError(msg)
         table = class_table(reader)
         inputs = {topics.namespace_of(t): t for t in camera_image_topics(reader)}

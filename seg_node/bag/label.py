@@ -96,7 +96,7 @@ def label_bag(in_bag: str | Path, out_bag: str | Path, model: str | Path,
             total = sum(c.msgcount for c in reader.connections)
             for conn, timestamp, raw in tqdm(reader.messages(), total=total, desc='label', unit='msg',
                                              disable=None):
-                if conn.topic in produced or conn.topic.endswith(f'/segmentation/{topics.LABELS}'):
+                if conn.topic in produced or topics.output_name(conn.topic) == topics.LABELS:
                     continue  # replaced by this run's outputs
                 out.write_raw(conn.topic, conn.msgtype, raw, timestamp, typestore=reader.typestore)
                 if conn.topic not in result.frames:

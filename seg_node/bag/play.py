@@ -191,7 +191,7 @@ def _select(reader: Any, options: PlayOptions) -> list:
     if options.topics:
         return [c for t in options.topics for c in connections_for(reader, t)]
     return [c for c in reader.connections
-            if options.ground_truth or not c.topic.endswith(f'/segmentation/{topics.GROUND_TRUTH}')]
+            if options.ground_truth or topics.output_name(c.topic) != topics.GROUND_TRUTH]
 
 
 def play_bag(bag: str | Path, options: PlayOptions, *, node_name: str = 'seg_bag_player') -> PlayResult:

@@ -59,10 +59,10 @@ def _parts(layout: str) -> tuple[str, ...]:
 def _plan(reader: Any, options: VideoOptions) -> tuple[list[str], dict[str, dict[str, str]]]:
     """The cameras to draw and, per camera, the topic of each part."""
     overlays = sorted({topics.namespace_of(c.topic) for c in reader.connections
-                       if c.topic.endswith('/segmentation/overlay')})
+                       if topics.output_name(c.topic) == 'overlay'})
     cameras = list(options.cameras) or overlays
     if not cameras:
-        msg = 'the bag has no overlay topic (<camera>/segmentation/overlay); record or label one first'
+        msg = f"the bag has no overlay topic ({topics.output_topic('<camera>', 'overlay')}); record or label one first"
         raise BagError(msg)
     inputs = {topics.namespace_of(t): t for t in camera_image_topics(reader)}
     plan = {}
@@ -70,8 +70,7 @@ def _plan(reader: Any, options: VideoOptions) -> tuple[list[str], dict[str, dict
         if ns not in overlays:
             msg = f'the bag has no overlay topic for camera {ns} (it has {", ".join(overlays)})'
             raise BagError(msg)
-        parts = {'overlay': f'{ns}/segmentation/overlay', 'color_mask': f'{ns}/segmentation/color_mask',
-                 'mask': f'{ns}/segmentation/mask'}
+        parts = {name: topics.output_topic(ns, name) for name in ('overlay', 'color_mask', 'mask')}
         if ns in inputs:
             parts['image'] = inputs[ns]
         for part in _parts(options.layout):

@@ -37,6 +37,11 @@ def output_name(topic: str) -> str | None:
     return topic.rpartition('/')[2] if is_output_topic(topic) else None
 
 
+def output_topic(namespace: str, name: str) -> str:
+    """``<namespace>/segmentation/<name>`` for a camera namespace (``/cam_front``, ``mask``)."""
+    return f'{namespace}/{SEGMENTATION}/{name}'
+
+
 def namespace_of(topic: str) -> str:
     """The camera namespace of a camera or output topic (``/cam_front/segmentation/mask``: ``/cam_front``)."""
     if f'/{SEGMENTATION}/' in topic:

@@ -231,8 +231,3 @@ def model_key(values: Mapping[str, object]) -> tuple:
         except TypeError:
             return value
     return tuple(frozen(values.get(name)) for name in MODEL_PARAMS)
-
-
-def default_values() -> dict[str, object]:
-    """Every parameter at its default (None where unset)."""
-    return {spec.name: spec.default for spec in PARAMETERS}

@@ -71,14 +71,14 @@ def _onnx_predictor(path: Path, providers: Sequence[str]) -> tuple[Callable, tup
 def _checkpoint_predictor(path: Path, device: str) -> tuple[Callable, tuple, tuple]:
     import torch  # noqa: PLC0415 - only checkpoints need torch
 
-    from seg_node.training.export import load_model  # noqa: PLC0415
+    from seg_node.training.export import load_network  # noqa: PLC0415
     from seg_node.training.train import load_checkpoint, predict  # noqa: PLC0415
     from seg_node.training.transforms import SegmentationPresetEval  # noqa: PLC0415
 
     checkpoint = load_checkpoint(path)
     target = torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else
                           ('cpu' if device == 'auto' else device))
-    model = load_model(checkpoint).to(target)
+    model = load_network(checkpoint).to(target)
     # The size training validated at, so this predictor sees what validation saw.
     preset = SegmentationPresetEval(size=checkpoint['hyperparameters'].get('eval_size'),
                                     mean=checkpoint['mean'], std=checkpoint['std'])

@@ -28,7 +28,7 @@ from seg_node.training.hyperparameters import saved_hyperparameters
 from seg_node.training.models import build_network
 from seg_node.training.train import load_checkpoint
 
-__all__ = ['ExportError', 'ExportOptions', 'Verification', 'export_checkpoint', 'load_model', 'main',
+__all__ = ['ExportError', 'ExportOptions', 'Verification', 'export_checkpoint', 'load_network', 'main',
            'verify']
 
 OPSET = 17
@@ -96,7 +96,7 @@ class DeployWrapper(nn.Module):
         return ids, (confidence.float() * 255 + 0.5).clamp(0, 255).to(torch.uint8)
 
 
-def load_model(checkpoint: dict) -> nn.Module:
+def load_network(checkpoint: dict) -> nn.Module:
     """Rebuild the network of a checkpoint (no auxiliary head, no pretrained download)."""
     hp = saved_hyperparameters(checkpoint['hyperparameters'])
     model = build_network(algorithm=hp['algorithm'], backbone=hp['backbone'], num_classes=hp['num_classes'],
@@ -213,9 +213,9 @@ def export_checkpoint(checkpoint_path: str | Path, output: str | Path,
         raise ExportError(msg)
     checkpoint = load_checkpoint(checkpoint_path)
     hp, mean, std = saved_hyperparameters(checkpoint['hyperparameters']), checkpoint['mean'], checkpoint['std']
-    reference = load_model(checkpoint)
+    reference = load_network(checkpoint)
     (height, width), fixed = _export_size(hp, options)
-    deploy = load_model(checkpoint)
+    deploy = load_network(checkpoint)
     if options.fp16:
         deploy = deploy.half()
     wrapper = DeployWrapper(deploy, options=options, mean=mean, std=std).eval()
