@@ -22,6 +22,7 @@ from seg_node.bag.evaluate import EvalReport, evaluate_bag, last_diagnostics
 from seg_node.bag.play import PlayOptions, play_bag
 from seg_node.bag.synth import CAMERA_NAMES, FPS, SynthOptions, write_drive
 from seg_node.bag.video import VideoOptions, write_video
+from seg_node.model.file import DEMO_MODEL, models_dir
 from seg_node.msg import topics
 from seg_node.ros.harness import NodeProcess, isolate_dds
 from seg_node.runtime.config import EngineConfig
@@ -29,7 +30,7 @@ from seg_node.runtime.loader import LOAD_ERRORS, ModelRequest, load_model
 from seg_node.runtime.stats import percentile
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / 'models' / 'demo.onnx'
+DEFAULT_MODEL = models_dir() / DEMO_MODEL
 OUTPUTS = ('mask', 'color_mask', 'overlay')
 # The demo leaves TensorRT out: building its engine for a ResNet-50 takes minutes on first use.
 PROVIDERS = ('cuda', 'cpu')
@@ -67,7 +68,7 @@ def ensure_model(path: Path) -> None:
     if path != DEFAULT_MODEL:
         msg = f'model {str(path)!r} does not exist'
         raise DemoError(msg)
-    print(f'[demo] {path.relative_to(REPO)} is missing: training it (python -m seg_node.training.demo_model)',
+    print(f'[demo] {path} is missing: training it (python -m seg_node.training.demo_model)',
           flush=True)
     done = subprocess.run([sys.executable, '-m', 'seg_node.training.demo_model'], cwd=REPO, check=False)
     if done.returncode != 0 or not path.is_file():
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> dict:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m demo.run', description=__doc__.splitlines()[0])
     parser.add_argument('--model', type=Path, default=DEFAULT_MODEL,
-                        help='ONNX model (default: models/demo.onnx, trained on first use)')
+                        help=f'ONNX model (default: {DEFAULT_MODEL}, trained on first use)')
     parser.add_argument('--out', type=Path, default=REPO / 'out' / 'demo', help='output directory')
     parser.add_argument('--cameras', type=int, default=2, help='cameras (front, left, ...)')
     parser.add_argument('--frames', type=int, default=0, help='frames per camera (default: fit the budget)')

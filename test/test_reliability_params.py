@@ -159,3 +159,18 @@ def test_an_override_that_breaks_the_model_is_reported_once_and_not_retried(cont
         msg, label, _ = frame(5)
         run.send_and_settle(FRONT, msg)
         np.testing.assert_array_equal(run.recorder.by_stamp(FRONT)[5].mask, label)
+
+
+def test_without_a_post_set_callback_sets_apply_from_the_executor(context, models, monkeypatch):
+    # Humble's rclpy has no add_post_set_parameters_callback: the node then applies accepted sets
+    # from a guard condition, once rclpy stored the values.
+    monkeypatch.setattr(core.SegmentationCore, '_HAS_POST_SET', False)
+    with node_in_process(context, model_path=models['palette'], image_topics=[FRONT]) as run, spinning(run.node):
+        node = run.node
+        assert set_one(node, 'overlay_alpha', 0.25).successful
+        assert wait_for(lambda: node.settings.overlay_alpha == 0.25, 10)
+        refused = set_one(node, 'overlay_alpha', 2.0)
+        assert not refused.successful and 'overlay_alpha' in refused.reason
+        assert set_one(node, 'model_path', models['reversed']).successful
+        assert wait_for(lambda: node.supervisor.model.path == models['reversed'], 20)
+        assert node.settings.overlay_alpha == 0.25

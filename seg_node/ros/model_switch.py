@@ -8,10 +8,10 @@ engine (the worker picks it up with its next batch) or, when loading failed, kee
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from rclpy.node import Node
 
+from seg_node.model.file import ModelFileError, resolve_model_path
 from seg_node.ros.parameters import NodeSettings, SettingsError
 from seg_node.runtime.loader import ActiveModel, BackgroundLoad, ModelRequest
 from seg_node.runtime.supervisor import EngineSupervisor
@@ -41,9 +41,10 @@ class ModelSwitch:
         if self._loading is not None:
             msg = f'model {self._loading.request.path!r} is still loading; set again once it finished'
             raise SettingsError(msg)
-        if not Path(settings.model_path).expanduser().is_file():
-            msg = f'model file {settings.model_path!r} does not exist'
-            raise SettingsError(msg)
+        try:
+            resolve_model_path(settings.model_path)
+        except ModelFileError as err:
+            raise SettingsError(str(err)) from None
 
     def start(self, request: ModelRequest) -> None:
         """Load ``request`` on its own thread beside the running model."""

@@ -85,6 +85,9 @@ class SegmentationCore(Node):
     Holds no ``__init__`` of its own: subclasses construct their rclpy base, then call the stages.
     """
 
+    # rclpy before Iron (Humble) has no post-set parameter callback; see _declare_parameters.
+    _HAS_POST_SET = hasattr(Node, 'add_post_set_parameters_callback')
+
     # -- construction -------------------------------------------------------------------------
 
     def _declare_parameters(self) -> None:
@@ -98,7 +101,11 @@ class SegmentationCore(Node):
         self._worker: InferenceWorker | None = None
         self._diagnostics = self._diagnostics_timer = None
         self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._accepted_sets: list[list[Parameter]] = []
+        if self._HAS_POST_SET:
+            self.add_post_set_parameters_callback(self._apply_parameters)
+        else:
+            self._apply_accepted = self.create_guard_condition(self._apply_accepted_sets)
         self._model_switch = ModelSwitch(self, lambda: self.supervisor, switched=self._model_switched,
                                          failed=self._model_switch_failed)
 
@@ -223,7 +230,15 @@ class SegmentationCore(Node):
                     self._model_switch.check(settings, self.supervisor.model.request.key)
         except SettingsError as err:
             return SetParametersResult(successful=False, reason=str(err))
+        if not self._HAS_POST_SET:
+            # Humble: apply once the executor runs next, when rclpy has stored the values.
+            self._accepted_sets.append(params)
+            self._apply_accepted.trigger()
         return SetParametersResult(successful=True)
+
+    def _apply_accepted_sets(self) -> None:
+        while self._accepted_sets:
+            self._apply_parameters(self._accepted_sets.pop(0))
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
         ours = {p.name: p.value for p in params if p.name in _SPECS}

@@ -37,7 +37,10 @@ class ParamSpec:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec('model_path', 'string', '', 'ONNX model file that meets the seg_node model contract.',
+    ParamSpec('model_path', 'string', '',
+              'ONNX model file that meets the seg_node model contract: absolute, ~/..., '
+              'package://<pkg>/<path>, or relative (looked up in the working directory, '
+              '~/.local/share/seg_node/models, then share/seg_node/models).',
               read_only=False, reloads_model=True),
     ParamSpec('model_sha256', 'string', '', 'Expected SHA-256 of the model file; empty skips the check.',
               read_only=False, reloads_model=True),

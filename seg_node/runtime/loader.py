@@ -17,7 +17,7 @@ import numpy as np
 
 from seg_node.errors import one_line
 from seg_node.model.contract import ModelOverrides
-from seg_node.model.file import ModelFileError, read_verified
+from seg_node.model.file import ModelFileError, read_verified, resolve_model_path
 from seg_node.runtime.config import EngineConfig, EngineError
 from seg_node.runtime.engine import SegmentationEngine
 from seg_node.runtime.render import palette_lut
@@ -48,11 +48,7 @@ class ActiveModel:
     engine: SegmentationEngine
     lut: np.ndarray
     request: ModelRequest
-
-    @property
-    def path(self) -> str:
-        """The model file the engine was built from."""
-        return self.request.path
+    path: str  # the file the engine was built from (request.path resolved, see model.file)
 
 
 def check_inference(engine: SegmentationEngine) -> None:
@@ -72,17 +68,18 @@ def check_inference(engine: SegmentationEngine) -> None:
 
 def load_model(request: ModelRequest) -> ActiveModel:
     """Read, verify, load and test-run a model; raise one of ``LOAD_ERRORS`` (one sentence)."""
-    data = read_verified(request.path, request.sha256)
-    engine = SegmentationEngine(data, request.config, request.overrides, name=request.path)
+    file = resolve_model_path(request.path)
+    data = read_verified(file, request.sha256)
+    engine = SegmentationEngine(data, request.config, request.overrides, name=str(file))
     check_inference(engine)
-    return ActiveModel(engine, palette_lut(engine.spec.palette), request)
+    return ActiveModel(engine, palette_lut(engine.spec.palette), request, str(file))
 
 
 def cpu_request(model: ActiveModel) -> ModelRequest:
     """The request that rebuilds ``model`` on the CPU provider from the very same file content."""
     config = dataclasses.replace(model.request.config, providers=('cpu',))
     # Pin the hash of what is running, so a file replaced on disk is not picked up silently.
-    return dataclasses.replace(model.request, config=config, sha256=model.engine.model_sha256)
+    return dataclasses.replace(model.request, path=model.path, config=config, sha256=model.engine.model_sha256)
 
 
 class BackgroundLoad:

@@ -4,8 +4,10 @@
 synthetic generator, trains with ``seg_train``'s code (fine-tuning torchvision's ImageNet
 ResNet-50 when its weights are cached or can be downloaded, else from scratch), exports a
 verified uint8/argmax ONNX model and measures mIoU on held-out synthetic frames through the
-node's engine. It writes
-``models/demo.onnx`` and a model card (``models/demo.json``, ``models/demo.md``). On a CPU it
+node's engine. It writes ``demo.onnx`` and a model card (``demo.json``, ``demo.md``) into the
+user's model directory (``~/.local/share/seg_node/models``, see ``seg_node.model.file``), where
+the node finds ``model_path: demo.onnx``; the training run is cached under
+``~/.cache/seg_node/demo_build``. On a CPU it
 trains at a small resolution so that the whole build takes minutes; on a GPU at a larger one.
 """
 
@@ -26,6 +28,7 @@ from pathlib import Path
 import torch
 from torchvision.models import ResNet50_Weights
 
+from seg_node.model.file import DEMO_MODEL, models_dir
 from seg_node.synthetic import write_sagemaker_dataset
 from seg_node.training.evaluate import evaluate_model
 from seg_node.training.export import ExportOptions, export_checkpoint
@@ -34,7 +37,8 @@ from seg_node.training.train import train
 
 __all__ = ['DemoRecipe', 'build_demo_model', 'imagenet_weights_available', 'main', 'recipe_for']
 
-DEFAULT_OUTPUT = Path('models/demo.onnx')
+DEFAULT_OUTPUT = models_dir() / DEMO_MODEL
+DEFAULT_WORK = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'seg_node' / 'demo_build'
 HELD_OUT_SEED = 7919  # held-out frames come from drives the training never saw
 
 
@@ -104,7 +108,7 @@ def build_demo_model(output: Path = DEFAULT_OUTPUT, *, work: Path | None = None,
     device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
     pretrained = imagenet_weights_available(download=download)
     recipe = recipe or recipe_for(device, pretrained=pretrained)
-    work = work or output.parent / 'cache' / 'demo'
+    work = work or DEFAULT_WORK
     data, held_out, run_dir = work / 'data', work / 'held_out', work / 'run'
     for folder in (data, held_out, run_dir):
         shutil.rmtree(folder, ignore_errors=True)
@@ -173,8 +177,8 @@ def _write_card(output: Path, card: dict, table: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: build the demo model unless it exists (``--force`` rebuilds)."""
     p = argparse.ArgumentParser(prog='demo_model', description=__doc__.splitlines()[0])
-    p.add_argument('--output', type=Path, default=DEFAULT_OUTPUT, help='ONNX file to write')
-    p.add_argument('--work', type=Path, help='data and training run folder (default models/cache/demo)')
+    p.add_argument('--output', type=Path, default=DEFAULT_OUTPUT, help=f'ONNX file to write (default {DEFAULT_OUTPUT})')
+    p.add_argument('--work', type=Path, help=f'data and training run folder (default {DEFAULT_WORK})')
     p.add_argument('--device', default='auto', help='auto, cpu or cuda')
     p.add_argument('--force', action='store_true', help='rebuild even if the model exists')
     p.add_argument('--offline', action='store_true', default=os.environ.get('SEG_NODE_OFFLINE') == '1',
