@@ -147,6 +147,12 @@ def test_a_model_that_does_not_exist(capsys, tmp_path, bag):
     assert not (tmp_path / 'o').exists()
 
 
+def test_a_model_whose_sha256_differs_is_refused_before_labelling(capsys, tmp_path, bag, model):
+    code, err = run(capsys, 'label', bag, tmp_path / 'o', '--model', model, '--model-sha256', '0' * 64)
+    assert_one_sentence(code, err, 'palette.onnx', f'not the expected {"0" * 64}')
+    assert not (tmp_path / 'o').exists()
+
+
 @pytest.mark.parametrize('command', ['synth', 'label', 'video', 'play-record'])
 def test_nothing_is_overwritten_without_force(capsys, tmp_path, bag, model, command):
     target = tmp_path / ('out.mp4' if command == 'video' else 'existing')

@@ -1,5 +1,7 @@
 """seg_build_engine on a machine without TensorRT: it builds what it can and says so."""
 
+import hashlib
+
 import onnx
 
 from seg_node.model.known_answer import palette_classifier
@@ -24,3 +26,12 @@ def test_dynamic_models_need_a_size_and_bad_models_exit_2(tmp_path, capsys):
     assert main([str(path), '--providers', 'cpu', '--height', '16', '--width', '16']) == 0
     assert main([str(tmp_path / 'missing.onnx'), '--providers', 'cpu']) == 2
     assert 'does not exist' in capsys.readouterr().err
+
+
+def test_a_model_whose_sha256_differs_exits_2(tmp_path, capsys):
+    path = tmp_path / 'm.onnx'
+    onnx.save(palette_classifier(input_size=(32, 48)), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert main([str(path), '--providers', 'cpu', '--sha256', digest]) == 0
+    assert main([str(path), '--providers', 'cpu', '--sha256', '0' * 64]) == 2
+    assert f'has SHA-256 {digest}, not the expected {"0" * 64}' in capsys.readouterr().err

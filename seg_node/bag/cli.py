@@ -48,8 +48,8 @@ def _play(args: argparse.Namespace) -> None:
 def _label(args: argparse.Namespace) -> None:
     outputs = ('mask', 'color_mask', 'overlay') + (('confidence',) if args.confidence else ())
     options = LabelOptions(topics=tuple(args.topics), outputs=outputs, overlay_alpha=args.overlay_alpha,
-                           batch=args.batch, providers=tuple(args.providers), force=args.force,
-                           storage=args.storage)
+                           batch=args.batch, providers=tuple(args.providers), model_sha256=args.model_sha256,
+                           force=args.force, storage=args.storage)
     result = label_bag(args.in_bag, args.out_bag, args.model, options)
     print(f'labelled {sum(result.frames.values())} frames on {result.provider} into {args.out_bag}')
     for topic, count in result.frames.items():
@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('label', help='segment every camera image of a bag offline')
     p.add_argument('in_bag', type=Path)
     p.add_argument('out_bag', type=Path)
-    p.add_argument('--model', type=Path, required=True, help='ONNX model that meets the model contract')
+    p.add_argument('--model', type=Path, required=True,
+                   help='ONNX model that meets the model contract (found as the node finds model_path)')
+    p.add_argument('--model-sha256', default='', help='expected SHA-256 of the model file (checked before labelling)')
     p.add_argument('--topics', nargs='+', default=[], metavar='T', help='camera topics (default: all)')
     p.add_argument('--batch', type=int, default=8, help='frames per engine call (default 8)')
     p.add_argument('--providers', nargs='+', default=['tensorrt', 'cuda', 'cpu'],
