@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 ISOLATED := scripts/isolated.sh
 
-.PHONY: setup setup-train test lint demo bench clean
+.PHONY: setup setup-train test test-matrix lint demo bench clean
 
 # Node + tests (ROS 2 wheels, ONNX Runtime, OpenCV, rosbags).
 setup: $(VENV)/.node-installed
@@ -26,6 +26,11 @@ lint: setup
 # DDS tests run in a private network namespace when we are root (see scripts/isolated.sh).
 test: setup-train lint
 	$(ISOLATED) $(PY) -m pytest -q test
+
+# The distro rows of test/matrix/ (Humble-, Jazzy-, Kilted-like Pythons, numpy, OpenCV, ROS wheels),
+# each in its own venv under .matrix/: ROWS="jazzy humble" picks rows.
+test-matrix:
+	scripts/test_matrix.sh $(ROWS)
 
 # Two cameras at 30 Hz through the node for 30 minutes (a 2-minute run is part of make test).
 .PHONY: soak

@@ -8,6 +8,7 @@ import pytest
 from rosbags.image import message_to_cvimage
 from sensor_msgs.msg import CompressedImage, Image
 
+from seg_node.msg import image as image_module
 from seg_node.msg.image import (
     ImageConversionError,
     MessageBuffer,
@@ -101,8 +102,22 @@ def test_bad_images_are_rejected_with_the_reason(msg, reason):
         image_to_rgb(msg)
 
 
+# Both decoding paths on whatever OpenCV is installed: straight to RGB where OpenCV has the flag
+# (4.11+), BGR then converted where it has not (Humble's 4.5.4, Jazzy's and Kilted's 4.6.0); the
+# matrix rows (make test-matrix) run this file on each of those OpenCV versions.
+DECODE_PATHS = ['native'] + (['bgr-fallback'] if hasattr(cv2, 'IMREAD_COLOR_RGB') else [])
+
+
+def test_the_decode_path_follows_the_installed_opencv():
+    major, minor = (int(v) for v in cv2.__version__.split('.')[:2])
+    assert (image_module._IMREAD_RGB is not None) == ((major, minor) >= (4, 11)), cv2.__version__
+
+
+@pytest.mark.parametrize('path', DECODE_PATHS)
 @pytest.mark.parametrize('fmt', ['png', 'jpeg'])
-def test_compressed_round_trip(fmt):
+def test_compressed_round_trip(fmt, path, monkeypatch):
+    if path == 'bgr-fallback':
+        monkeypatch.setattr(image_module, '_IMREAD_RGB', None)
     smooth = cv2.resize(RGB, (64, 48), interpolation=cv2.INTER_LINEAR)
     msg = CompressedImage(format=fmt)
     msg.data = encode_compressed(smooth, fmt, quality=100)
