@@ -40,7 +40,9 @@ setup(
     install_requires=['setuptools'],
     extras_require={
         'pypi': PYPI_RUNTIME,
-        'test': ['pytest==9.2.0', 'pytest-timeout==2.4.0', 'hypothesis==6.170.15', 'ruff==0.17.6'],
+        # colcon builds the package in a throwaway workspace in the tests, as a ROS user would.
+        'test': ['pytest==9.2.0', 'pytest-timeout==2.4.0', 'hypothesis==6.170.15', 'ruff==0.17.6',
+                 'colcon-common-extensions==0.3.0', 'colcon-ros==0.5.0', 'ros-ament-package==0.17.2'],
         'train': ['torch==2.14.1', 'torchvision==0.29.1'],
     },
     zip_safe=True,

@@ -25,6 +25,39 @@ def test_package_xml_is_format_3_ament_python_with_runtime_depends():
     assert {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs'} <= depends
 
 
+# Third-party modules the node, the bag tools and the launch file import -> how a workspace gets them:
+# a rosdep key in package.xml, or (no key fits every distro) a pip requirement in requirements/.
+ROSDEP_KEYS = {
+    'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'yaml': 'python3-yaml', 'tqdm': 'python3-tqdm',
+    'rclpy': 'rclpy', 'rcl_interfaces': 'rcl_interfaces', 'sensor_msgs': 'sensor_msgs', 'std_msgs': 'std_msgs',
+    'diagnostic_msgs': 'diagnostic_msgs', 'rosgraph_msgs': 'rosgraph_msgs', 'lifecycle_msgs': 'lifecycle_msgs',
+    'vision_msgs': 'vision_msgs', 'ament_index_python': 'ament_index_python', 'launch': 'launch',
+    'launch_ros': 'launch_ros',
+}
+PIP_REQUIREMENTS = {'onnxruntime': 'onnxruntime-gpu', 'onnx': 'onnx', 'google': 'onnx', 'rosbags': 'rosbags'}
+
+
+def test_every_runtime_import_has_a_rosdep_key_or_a_pip_requirement():
+    files = [p for p in (REPO / 'seg_node').rglob('*.py') if 'training' not in p.parts]
+    files += list((REPO / 'launch').glob('*.py'))
+    modules = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split('.')[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split('.')[0])
+    third_party = modules - set(sys.stdlib_module_names) - {'seg_node', '__future__'}
+    assert third_party <= ROSDEP_KEYS.keys() | PIP_REQUIREMENTS.keys(), 'map the new import to its dependency'
+    depends = {e.text for e in ET.parse(REPO / 'package.xml').getroot().findall('exec_depend')}
+    assert {ROSDEP_KEYS[m] for m in third_party if m in ROSDEP_KEYS} <= depends
+    for distro in ('humble', 'jazzy', 'kilted'):
+        lines = (REPO / 'requirements' / f'ros-{distro}.txt').read_text().splitlines()
+        pinned = {line.split('==')[0].split('>=')[0] for line in lines if line and not line.startswith('#')}
+        assert {PIP_REQUIREMENTS[m] for m in third_party if m in PIP_REQUIREMENTS} <= pinned, distro
+        assert 'rosbags-image' in pinned, distro  # rosbags.image is a separate distribution
+
+
 def test_setup_installs_the_ament_marker_launch_config_and_rviz():
     text = (REPO / 'setup.py').read_text()
     assert "'share/ament_index/resource_index/packages', ['resource/' + package_name]" in text
