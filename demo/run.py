@@ -20,7 +20,7 @@ import numpy as np
 from seg_node.bag.bagio import BagError
 from seg_node.bag.evaluate import EvalReport, evaluate_bag, last_diagnostics
 from seg_node.bag.play import PlayOptions, play_bag
-from seg_node.bag.synth import CAMERA_NAMES, FPS, SynthOptions, write_drive
+from seg_node.bag.synth import CAMERA_NAMES, FPS, SCENES, SynthOptions, write_drive
 from seg_node.bag.video import VideoOptions, write_video
 from seg_node.model.file import DEMO_MODEL, models_dir
 from seg_node.msg import topics
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f'[demo] engine on {plan_.provider}: {plan_.batch_ms:.0f} ms per {plan_.cameras}-camera batch; '
           f'replaying {plan_.frames} frames at {plan_.rate:.3g}x', flush=True)
     write_drive(out / 'drive', SynthOptions(cameras=plan_.cameras, frames=plan_.frames, width=plan_.width,
-                                            height=plan_.height, seed=args.seed), force=True)
+                                            height=plan_.height, seed=args.seed, scene=args.scene), force=True)
     cameras = [topics.camera_image_topic(name) for name in CAMERA_NAMES[:plan_.cameras]]
     recorded = [*cameras, *(topics.segmentation_topic(c, n) for c in cameras for n in (*OUTPUTS, 'labels')),
                 '/diagnostics']
@@ -205,6 +205,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--height', type=int, default=320)
     parser.add_argument('--rate', type=float, default=0.0, help='replay rate (default: measured)')
     parser.add_argument('--seed', type=int, default=2024, help='drive seed (held out from training)')
+    parser.add_argument('--scene', choices=SCENES, default='drive',
+                        help='street scenes, or palette-coloured blocks (exact for the known-answer model)')
     return parser
 
 

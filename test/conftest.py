@@ -24,6 +24,12 @@ def context():
     rclpy.shutdown(context=ctx)
 
 
+@pytest.fixture(scope='session')
+def gpu_present() -> bool:
+    """An NVIDIA GPU with its driver on this machine, found without asking the code under test."""
+    return Path('/dev/nvidiactl').exists() or Path('/proc/driver/nvidia/version').exists()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption('--soak-minutes', type=float, default=None,
                      help='run the soak tests for this many minutes')

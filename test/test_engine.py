@@ -180,10 +180,12 @@ def test_missing_and_corrupt_model_files(tmp_path):
         load_model(ModelRequest(str(bad), config=CPU))
 
 
-def test_provider_selection_on_a_machine_without_a_gpu():
+def test_provider_selection_follows_the_machine(gpu_present, tmp_path):
     assert usable_providers(['tensorrt', 'cuda', 'cpu'])[-1] == 'cpu'
-    engine = SegmentationEngine(palette_classifier(input_size=(8, 8)).SerializeToString())
-    assert engine.provider in ('tensorrt', 'cuda', 'cpu')
+    config = EngineConfig(trt_cache_dir=str(tmp_path / 'trt'))
+    engine = SegmentationEngine(palette_classifier(input_size=(8, 8)).SerializeToString(), config)
+    # Without a GPU only the CPU can run it; with one, a GPU provider must win over the CPU.
+    assert (engine.provider != 'cpu') == gpu_present
     with pytest.raises(EngineError, match="unknown execution provider 'openvino'"):
         usable_providers(['openvino'])
 
