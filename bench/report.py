@@ -110,19 +110,26 @@ def write_report(results: dict, path: Path) -> None:
         'minus the input stamp (set at send time). "x baseline" compares with `bench/baseline_node.py` '
         'measured in the same run. The machine is shared and noisy: compare ratios, not absolutes.',
         '',
+        '"floor" is `bench/floor_node.py`: the same topics, QoS and middleware, no model and no '
+        'rendering, publishing output-sized messages for every frame; "p50 / floor" is how far a node is '
+        'from that physical limit.',
+        '',
         '| case | node | delivered | output Hz | latency p50 / p90 / p99 / max ms | node CPU % | RSS MB '
-        '| p50 vs baseline |',
-        '|---|---|---|---|---|---|---|---|',
+        '| p50 vs baseline | p50 / floor |',
+        '|---|---|---|---|---|---|---|---|---|',
     ]
     by_key = {(r['impl'], r['name']): r for r in results['cases']}
     for r in results['cases']:
         lat = r['latency_ms']
         base = by_key.get(('baseline', r['name']))
         ratio = _ratio(lat['p50'], base['latency_ms']['p50']) if r['impl'] == 'seg_node' and base else ''
+        floor = by_key.get(('floor', r['name']))
+        above = (f'{lat["p50"] / floor["latency_ms"]["p50"]:.2f}x' if floor and r['impl'] != 'floor'
+                 and floor['latency_ms']['p50'] > 0 else '')
         lines.append(
             f'| {r["name"]} | {r["impl"]} | {r["delivered_fraction"]:.1%} | {_fmt(r["output_rate_hz"])} | '
             f'{_fmt(lat["p50"])} / {_fmt(lat["p90"])} / {_fmt(lat["p99"])} / {_fmt(lat["max"])} | '
-            f'{_fmt(r["node_cpu_percent"], 0)} | {_fmt(r["node_rss_mb"], 0)} | {ratio} |')
+            f'{_fmt(r["node_cpu_percent"], 0)} | {_fmt(r["node_rss_mb"], 0)} | {ratio} | {above} |')
     lines += ['', '## Where the time goes (median ms per frame, reported by each node on /diagnostics)', '',
               'seg_node times each stage; the baseline reports its model call and everything else.', '',
               '| case | node | convert | preprocess | inference | render | publish | all but inference '

@@ -85,6 +85,8 @@ def node_command(impl: str, case: Case, model: Path) -> list[str]:
     if impl == 'baseline':
         return [sys.executable, '-m', 'bench.baseline_node', '--ros-args', '-p', f'model_path:={model}',
                 '-p', f'image_topics:={topics}']
+    if impl == 'floor':
+        return [sys.executable, '-m', 'bench.floor_node', '--ros-args', '-p', f'image_topics:={topics}']
     extra = [arg for param in os.environ.get('BENCH_NODE_PARAMS', '').split() for arg in ('-p', param)]
     return [sys.executable, '-m', 'seg_node.ros.node', '--ros-args', '-p', f'model_path:={model}',
             '-p', f'image_topics:={topics}', '-p', 'providers:=[cpu]', *extra]
@@ -191,6 +193,8 @@ MATRIX = [
     Case(1, 30.0, compressed=True), Case(2, 30.0, compressed=True),
 ]
 OVERLOAD = Case(2, 60.0, seconds=8.0)
+# The node under test, a typical first version, and the floor: the middleware alone (bench/floor_node.py).
+IMPLEMENTATIONS = ('seg_node', 'baseline', 'floor')
 
 
 def main() -> None:
@@ -205,7 +209,7 @@ def main() -> None:
                'sections': []}
     matrix = MATRIX[:1] if args.quick else MATRIX
     for case in matrix:
-        for impl in ('seg_node', 'baseline'):
+        for impl in IMPLEMENTATIONS:
             domain = domain % 200 + 1
             result = run_case(impl, case, model, domain)
             results['cases'].append(result)
@@ -229,8 +233,10 @@ def main() -> None:
     (args.output / 'results.json').write_text(json.dumps(results, indent=1))
     from bench.report import write_report
 
-    write_report(results, REPO / 'BENCHMARKS.md')
-    print(f'wrote {args.output / "results.json"} and BENCHMARKS.md')
+    # A quick run is a smoke test: it never replaces the figures of a full run.
+    report = args.output / 'BENCHMARKS-quick.md' if args.quick else REPO / 'BENCHMARKS.md'
+    write_report(results, report)
+    print(f'wrote {args.output / "results.json"} and {report}')
 
 
 if __name__ == '__main__':
