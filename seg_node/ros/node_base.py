@@ -39,6 +39,7 @@ from seg_node.ros.parameters import (
 from seg_node.ros.worker import FramePipeline, InferenceWorker
 from seg_node.runtime.frame_slots import LatestFrameSlots, PendingFrame
 from seg_node.runtime.loader import LOAD_ERRORS, ActiveModel, BackgroundLoad, ModelRequest, load_model
+from seg_node.runtime.memory import keep_large_buffers
 from seg_node.runtime.render import MASK_AT_MODEL
 from seg_node.runtime.supervisor import EngineSupervisor
 
@@ -284,6 +285,7 @@ class SegmentationCore(Node):
 
 def spin(make_node: Callable[[], Node], args: list[str] | None) -> int:
     """Run a node until SIGINT/SIGTERM; 1 with one sentence if it cannot start, else 0."""
+    keep_large_buffers()  # before the first frame buffer is allocated
     # Not ``with rclpy.init()``: only Kilted's init returns a context manager (Jazzy's returns None).
     rclpy.init(args=args)
     try:
