@@ -79,7 +79,7 @@ def ensure_model(path: Path) -> None:
 def plan(model: Path, args: argparse.Namespace) -> Plan:
     """Measure the engine on this machine and pick the replay rate and length."""
     try:
-        engine = load_model(ModelRequest(str(model), config=EngineConfig(providers=PROVIDERS))).engine
+        engine = load_model(ModelRequest(str(model), config=EngineConfig(providers=tuple(args.providers)))).engine
     except LOAD_ERRORS as err:
         raise DemoError(str(err)) from None
     frames = [np.zeros((args.height, args.width, 3), np.uint8)] * args.cameras
@@ -96,9 +96,9 @@ def plan(model: Path, args: argparse.Namespace) -> Plan:
     return Plan(args.cameras, count, args.width, args.height, rate, engine.provider, batch_ms)
 
 
-def start_node(model: Path, image_topics: list[str], log: Path) -> NodeProcess:
+def start_node(model: Path, image_topics: list[str], log: Path, providers: list[str]) -> NodeProcess:
     """seg_node started as a user would, with its log in ``log``."""
-    params = {'model_path': str(model), 'image_topics': image_topics, 'providers': list(PROVIDERS),
+    params = {'model_path': str(model), 'image_topics': image_topics, 'providers': providers,
               # A reliable, queued input: frames are lost only if the node falls behind.
               'input_reliability': 'reliable', 'input_depth': 10, 'diagnostics_period_s': 0.5}
     return NodeProcess(params, cwd=REPO, log=log)
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> dict:
     cameras = [topics.camera_image_topic(name) for name in CAMERA_NAMES[:plan_.cameras]]
     recorded = [*cameras, *(topics.segmentation_topic(c, n) for c in cameras for n in (*OUTPUTS, 'labels')),
                 '/diagnostics']
-    node = start_node(args.model, cameras, out / 'node.log')
+    node = start_node(args.model, cameras, out / 'node.log', list(args.providers))
     try:
         try:
             node.wait_ready(NODE_START_TIMEOUT_S)
@@ -205,6 +205,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--height', type=int, default=320)
     parser.add_argument('--rate', type=float, default=0.0, help='replay rate (default: measured)')
     parser.add_argument('--seed', type=int, default=2024, help='drive seed (held out from training)')
+    parser.add_argument('--providers', nargs='+', default=list(PROVIDERS), choices=('tensorrt', 'cuda', 'cpu'),
+                        help=f'execution providers in order of preference (default: {" ".join(PROVIDERS)})')
     parser.add_argument('--scene', choices=SCENES, default='drive',
                         help='street scenes, or palette-coloured blocks (exact for the known-answer model)')
     return parser

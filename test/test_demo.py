@@ -28,6 +28,7 @@ def finished(tmp_path_factory):
     onnx.save(palette_classifier(), root / 'model.onnx')
     result = subprocess.run(
         [sys.executable, '-m', 'demo.run', '--model', str(root / 'model.onnx'), '--scene', 'palette',
+         '--providers', 'cpu',
          '--out', str(root / 'out'), '--frames', str(FRAMES), '--width', '160', '--height', '96'],
         capture_output=True, text=True, cwd=REPO, timeout=240, check=False)
     return root / 'out', result

@@ -17,8 +17,10 @@ PROVIDERS = {
     'cpu': 'CPUExecutionProvider',
 }
 DEFAULT_PROVIDERS = ('tensorrt', 'cuda', 'cpu')
-DEFAULT_TRT_CACHE = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'seg_node' / 'tensorrt'
-# Batch size a TensorRT optimization profile is built for when the model's batch is dynamic.
+# XDG: an unset or empty XDG_CACHE_HOME means ~/.cache (an empty one must not give a relative path).
+DEFAULT_TRT_CACHE = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'seg_node' / 'tensorrt'
+# Batch size a TensorRT optimization profile is built for when the model's batch is dynamic
+# (part of the engine cache key, like the wrapped model and the precision).
 DEFAULT_TRT_MAX_BATCH = 4
 
 
@@ -33,6 +35,6 @@ class EngineConfig:
     providers: Sequence[str] = DEFAULT_PROVIDERS
     cpu_threads: int = 0  # 0: ONNX Runtime's default (one per core)
     trt_fp16: bool = True
-    trt_cache_dir: str = str(DEFAULT_TRT_CACHE)
+    trt_cache_dir: str = str(DEFAULT_TRT_CACHE)  # '~' is expanded; one sub-folder per engine key
     trt_max_batch: int = DEFAULT_TRT_MAX_BATCH
     device_id: int = 0
