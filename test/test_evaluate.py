@@ -12,9 +12,10 @@ from seg_node.runtime.loader import ModelRequest, load_model
 from seg_node.runtime.render import resize_nearest
 from seg_node.synthetic import write_cityscapes_dataset, write_sagemaker_dataset
 from seg_node.training.datasets import get_dataset
-from seg_node.training.evaluate import evaluate_model, main
+from seg_node.training.evaluate import OutputOptions, evaluate_model, main
 from seg_node.training.export import ExportOptions, export_checkpoint
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig
+from seg_node.training.png import read_label_image
 from seg_node.training.train import train
 
 torch.set_num_threads(2)
@@ -78,9 +79,32 @@ def test_cli_prints_metrics_and_writes_masks_and_json(run, tmp_path, capsys):
     assert 'confusion matrix' in out
     assert 'road' in out
     assert len(saved['confusion_matrix']) == 19
-    mask = cv2.imread(str(tmp_path / 'masks' / 'frame_00000_mask.png'), cv2.IMREAD_UNCHANGED)
+    # SageMaker's image/png answer: an indexed PNG whose palette indices are the class ids.
+    mask = read_label_image(tmp_path / 'masks' / 'frame_00000_mask.png')
     assert mask.shape == (48, 96)
+    assert mask.max() < 19
     assert (tmp_path / 'masks' / 'frame_00003_overlay.png').is_file()
+    assert f'validation:mIOU_all_classes={saved["validation:mIOU_all_classes"]:.4f}' in out
+    assert saved['validation:mIOU'] == saved['validation:mIOU_present_classes']
+
+
+def test_gray_mask_format_keeps_plain_grayscale_pngs(run, tmp_path):
+    evaluate_model(run['onnx'], run['data'], limit=1,
+                   outputs=OutputOptions(masks_dir=tmp_path, mask_format='gray'))
+    gray = cv2.imread(str(tmp_path / 'frame_00000_mask.png'), cv2.IMREAD_UNCHANGED)
+    assert gray.shape == (48, 96)
+    indexed = tmp_path / 'indexed'
+    evaluate_model(run['onnx'], run['data'], limit=1, outputs=OutputOptions(masks_dir=indexed))
+    assert np.array_equal(read_label_image(indexed / 'frame_00000_mask.png'), gray)
+
+
+def test_bad_output_formats_are_named(run, tmp_path):
+    with pytest.raises(ValueError, match=r"mask format must be one of \('indexed', 'gray'\), got 'rgb'"):
+        evaluate_model(run['onnx'], run['data'], outputs=OutputOptions(masks_dir=tmp_path, mask_format='rgb'))
+    with pytest.raises(ValueError, match=r"probabilities format must be one of \('npy', 'recordio-protobuf'\)"):
+        evaluate_model(run['onnx'], run['data'], outputs=OutputOptions(probabilities_format='pb'))
+    with pytest.raises(ValueError, match=r"miou classes must be one of \('present', 'all'\), got 'seen'"):
+        evaluate_model(run['onnx'], run['data'], miou_classes='seen')
 
 
 def test_cityscapes_layout(run, tmp_path):

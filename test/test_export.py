@@ -53,6 +53,7 @@ def checkpoints(tmp_path_factory):
     ('psp', ExportOptions()),
     ('psp', ExportOptions(input_format='uint8', argmax=True)),
     ('fcn-skip', ExportOptions(input_format='uint8', argmax=True, height=48, width=96)),
+    ('fcn', ExportOptions(input_format='uint8', probabilities=True)),
 ])
 def test_export_matches_pytorch(checkpoints, tmp_path, algorithm, options):
     out = tmp_path / 'm.onnx'
@@ -141,3 +142,29 @@ def test_cli(checkpoints, tmp_path, capsys):
     assert main(argv) == 0
     assert 'verification: argmax agreement 100.000 %' in capsys.readouterr().out
     onnx.checker.check_model(onnx.load(str(tmp_path / 'c.onnx')))
+
+
+def test_probabilities_export_is_softmax_and_says_so(checkpoints, tmp_path):
+    out = tmp_path / 'p.onnx'
+    export_checkpoint(checkpoints['fcn'], out, ExportOptions(input_format='uint8', probabilities=True))
+    model = onnx.load(str(out))
+    assert [o.name for o in model.graph.output] == ['probabilities']
+    assert {p.key: p.value for p in model.metadata_props}['seg_node.scores'] == 'probabilities'
+    engine = load_model(ModelRequest(str(out), config=EngineConfig(providers=('cpu',)))).engine
+    frame = render_scene(4, width=64, height=48)[0]
+    probabilities = engine.probabilities([frame])[0]
+    assert probabilities.shape == (19, 48, 64)
+    assert abs(probabilities.sum(0) - 1).max() < 1e-5
+    assert (probabilities.argmax(0) == engine.segment([frame])[0].class_mask).all()
+    reference = load_network(torch.load(checkpoints['fcn'], weights_only=True))
+    with torch.inference_mode():
+        expected = reference(to_normalized_tensor(frame)[None])['out'].softmax(1)[0].numpy()
+    assert abs(probabilities - expected).max() < 1e-4
+
+
+def test_argmax_and_probabilities_exclude_each_other(checkpoints, tmp_path, capsys):
+    with pytest.raises(ExportError, match=r'choose --argmax \(class ids and confidence\) or --probabilities'):
+        export_checkpoint(checkpoints['fcn'], tmp_path / 'x.onnx', ExportOptions(argmax=True, probabilities=True))
+    assert main([str(checkpoints['fcn']), '--output', str(tmp_path / 'x.onnx'), '--argmax', '--probabilities']) == 1
+    assert 'not both' in capsys.readouterr().err
+    assert not (tmp_path / 'x.onnx').exists()

@@ -51,12 +51,24 @@ def test_label_map_scale(sagemaker_root):
     assert mapped[0].tolist() == [0, 1, 2, 2, 255, 1]
 
 
-def test_label_map_map_and_unlisted_values_ignored(sagemaker_root):
+def test_label_map_keyed_by_pixel_value_on_request_ignores_unlisted_values(sagemaker_root):
+    # seg_train's reading before #19, now only when the file says so ("keys": "pixel_value").
     (sagemaker_root / 'label_map').mkdir()
     (sagemaker_root / 'label_map' / 'validation_label_map.json').write_text(
-        json.dumps({'map': {'0': 2, '1': 0}}))
+        json.dumps({'map': {'0': 2, '1': 0}, 'keys': 'pixel_value'}))
     _, mapped = get_dataset(sagemaker_root, split='validation', num_classes=3)[0]
     assert mapped[0].tolist() == [2, 0, 255, 255, 2, 0]
+
+
+def test_label_map_keyed_by_class_is_the_default(sagemaker_root):
+    # The same file without "keys": class 0 is pixel value 2, class 1 pixel value 0; pixel value 1
+    # is listed nowhere, which is an error naming the file rather than a silent "ignore".
+    (sagemaker_root / 'label_map').mkdir()
+    (sagemaker_root / 'label_map' / 'validation_label_map.json').write_text(json.dumps({'map': {'0': 2, '1': 0}}))
+    ds = get_dataset(sagemaker_root, split='validation', num_classes=3)
+    with pytest.raises(DatasetError, match=r'a\.png has values \[1\] that are neither a pixel value listed in '
+                                           r'label map .*validation_label_map\.json nor 255'):
+        ds[0]
 
 
 def test_bad_label_map_names_the_file(sagemaker_root):

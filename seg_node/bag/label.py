@@ -1,7 +1,9 @@
 """``seg_bag label``: segment every camera image of a bag offline and write the outputs to a new bag.
 
 No DDS: frames go through the engine in batches and through ``render_outputs``, the node's own
-rendering, so an offline label equals what the live node publishes for the same frame.
+rendering, so an offline label equals what the live node publishes for the same frame. With
+``--probabilities DIR`` each frame's per-pixel class probabilities (float32 [C,h,w] at the model's
+output size, as SageMaker's probabilities answer) are also written as ``DIR/<topic>/<log time ns>.npy``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from seg_node.bag import messages
@@ -26,7 +29,7 @@ from seg_node.model.classes import ClassTable
 from seg_node.msg import topics
 from seg_node.msg.image import ImageConversionError, message_to_rgb
 from seg_node.msg.labels import labels_json
-from seg_node.runtime.config import DEFAULT_PROVIDERS, EngineConfig
+from seg_node.runtime.config import DEFAULT_PROVIDERS, EngineConfig, EngineError
 from seg_node.runtime.engine import SegmentationEngine
 from seg_node.runtime.loader import LOAD_ERRORS, ModelRequest, load_model
 from seg_node.runtime.render import palette_lut, render_outputs
@@ -46,6 +49,7 @@ class LabelOptions:
     model_sha256: str = ''  # expected SHA-256 of the model file; empty: not checked
     force: bool = False
     storage: str = 'sqlite3'
+    probabilities_dir: Path | None = None  # also write per-pixel class probabilities (.npy) here
 
 
 @dataclass
@@ -87,8 +91,11 @@ def label_bag(in_bag: str | Path, out_bag: str | Path, model: str | Path,
             msg = f'bag {str(in_bag)!r} has no sensor_msgs/Image or CompressedImage topic to label'
             raise BagError(msg)
         engine = _engine(model, options.providers, options.model_sha256)
+        if options.probabilities_dir is not None:
+            _prepare_probabilities(engine, Path(options.probabilities_dir), force=options.force)
         produced = {topics.segmentation_topic(c, name) for c in cameras for name in options.outputs}
-        labeller = _Labeller(engine, set(options.outputs), options.overlay_alpha)
+        labeller = _Labeller(engine, set(options.outputs), options.overlay_alpha,
+                             probabilities_dir=options.probabilities_dir)
         result = LabelResult(dict.fromkeys(cameras, 0), engine.provider)
         with BagWriter(out_bag, force=options.force, storage=options.storage) as out:
             _write_labels(out, engine, str(model), cameras, reader.start_time)
@@ -115,6 +122,19 @@ def label_bag(in_bag: str | Path, out_bag: str | Path, model: str | Path,
         return result
 
 
+def _prepare_probabilities(engine: SegmentationEngine, folder: Path, *, force: bool) -> None:
+    """Check the probabilities folder and build the engine's probabilities session before any labelling."""
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not force)):
+        msg = (f'probabilities folder {str(folder)!r} exists and is not empty (use --force to write into it)'
+               if folder.is_dir() else f'probabilities folder {str(folder)!r} exists and is not a folder')
+        raise BagError(msg)
+    try:
+        engine.probability_session()
+    except EngineError as err:
+        msg = f'--probabilities: {err}'
+        raise BagError(msg) from None
+
+
 def _write_labels(out: BagWriter, engine: SegmentationEngine, model: str, cameras: Sequence[str],
                   timestamp: int) -> None:
     # The node's JSON class table (what it publishes without vision_msgs), so the labelled bag
@@ -128,9 +148,11 @@ def _write_labels(out: BagWriter, engine: SegmentationEngine, model: str, camera
 class _Labeller:
     """Runs batches through the engine and writes the rendered outputs."""
 
-    def __init__(self, engine: SegmentationEngine, outputs: set[str], alpha: float) -> None:
+    def __init__(self, engine: SegmentationEngine, outputs: set[str], alpha: float, *,
+                 probabilities_dir: Path | None = None) -> None:
         self.engine, self.outputs, self.alpha = engine, outputs, alpha
         self.lut = palette_lut(engine.spec.palette)
+        self.probabilities_dir = Path(probabilities_dir) if probabilities_dir is not None else None
 
     def write(self, batch: list[_Pending], out: BagWriter, result: LabelResult) -> None:
         """Segment ``batch`` and write each frame's outputs with its input's header and log time."""
@@ -145,3 +167,11 @@ class _Labeller:
                 out.write(topics.segmentation_topic(pending.topic, name),
                           messages.image(pending.header, array, topics.OUTPUT_ENCODINGS[name]), pending.timestamp)
             result.frames[pending.topic] += 1
+        if self.probabilities_dir is not None:
+            self._write_probabilities(batch)
+
+    def _write_probabilities(self, batch: list[_Pending]) -> None:
+        for pending, scores in zip(batch, self.engine.probabilities([p.rgb for p in batch]), strict=True):
+            folder = self.probabilities_dir / pending.topic.strip('/').replace('/', '_')
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f'{pending.timestamp}.npy', scores.astype(np.float32, copy=False))

@@ -162,3 +162,46 @@ def wrap_model(model: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(head + body)
     return wrapped
+
+
+PROBABILITIES = 'probabilities'
+
+
+def wrap_probabilities(model: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelProto:
+    """A copy of ``model`` with the uint8 NHWC input and one float32 output ``probabilities`` [N,C,h,w].
+
+    Softmax over the classes of logits (probability scores pass through). A model that outputs
+    class ids has no scores to give: ValueError.
+    """
+    if spec.output_kind == CLASS_IDS:
+        msg = 'the model outputs class ids, not scores, so it has no probabilities (export it without --argmax)'
+        raise ValueError(msg)
+    wrapped = onnx.ModelProto()
+    wrapped.CopyFrom(model)
+    graph = wrapped.graph
+    renames = {name: f'{_PREFIX}model_{name}' for name in (INPUT, PROBABILITIES)}
+    for old, new in renames.items():
+        _rename(graph, old, new)
+    spec = replace(spec, input_name=renames.get(spec.input_name, spec.input_name),
+                   output_name=renames.get(spec.output_name, spec.output_name))
+    b = _Builder(graph, _opset(wrapped))
+    head = _replace_input(wrapped, spec, b)
+    out_dims = [d.dim_value if d.HasField('dim_value') else (d.dim_param or None)
+                for d in graph.output[0].type.tensor_type.shape.dim]
+    scores = spec.output_name
+    if spec.output_dtype != np.float32:
+        scores = b.node('Cast', [scores], to=TensorProto.FLOAT)
+    if spec.scores == 'logits':
+        # exp(l - max l) / sum: Softmax's axis semantics changed at opset 13; this works at any opset.
+        top = b.reduce('ReduceMax', scores, 1, keepdims=1)
+        shifted = b.node('Exp', [b.node('Sub', [scores, top])])
+        b.node('Div', [shifted, b.reduce('ReduceSum', shifted, 1, keepdims=1)], PROBABILITIES)
+    else:
+        b.node('Identity', [scores], PROBABILITIES)
+    dims = [d if d else f'{_PREFIX}out{i}' for i, d in enumerate(out_dims)]
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, dims))
+    body = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(head + body)
+    return wrapped

@@ -1,15 +1,18 @@
 """``seg_export``: checkpoint -> ONNX model that meets seg_node's model contract, verified.
 
-Options: uint8 NHWC input with normalization in the graph, argmax (+ uint8 confidence) in the
-graph, fp16 weights, fixed H x W. PSPNet's adaptive pooling exports only at a fixed size, so a
-PSP model always gets one (``seg_node.fixed_input_size`` says so). Every export ends with ONNX
-Runtime vs PyTorch on fresh random inputs and fails below 99.9 % (fp32) / 99 % (fp16) argmax
-agreement; the file is only written when it passes.
+Options: uint8 NHWC input with normalization in the graph; scores as logits (default), as
+per-pixel class probabilities (softmax in the graph, ``--probabilities``) or as class ids + uint8
+confidence (argmax in the graph, ``--argmax``); fp16 weights; fixed H x W. PSPNet's adaptive
+pooling exports only at a fixed size, so a PSP model always gets one (``seg_node.fixed_input_size``
+says so). Every export ends with ONNX Runtime vs PyTorch on fresh random inputs and fails below
+99.9 % (fp32) / 99 % (fp16) argmax agreement; the file is only written when it passes.
+``--model-tar`` also packs the checkpoint and the ONNX model into a model.tar.gz artifact.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import sys
 import warnings
@@ -24,8 +27,10 @@ import torch
 from torch import nn
 
 from seg_node.model.contract import KEY_SCORES, metadata_props, set_metadata
-from seg_node.training.hyperparameters import saved_hyperparameters
+from seg_node.training.artifact import write_artifact
+from seg_node.training.hyperparameters import sagemaker_hyperparameters, saved_hyperparameters
 from seg_node.training.models import build_network
+from seg_node.training.sagemaker import MIOU_ALL, MIOU_PRESENT
 from seg_node.training.train import load_checkpoint
 
 __all__ = ['ExportError', 'ExportOptions', 'Verification', 'export_checkpoint', 'load_network', 'main',
@@ -47,6 +52,7 @@ class ExportOptions:
 
     input_format: str = 'float'  # 'float' ([N,3,H,W] normalized) or 'uint8' ([N,H,W,3] RGB)
     argmax: bool = False
+    probabilities: bool = False  # softmax scores [N,C,H,W] instead of logits
     fp16: bool = False
     height: int | None = None
     width: int | None = None
@@ -58,14 +64,14 @@ class Verification:
     """ONNX Runtime vs PyTorch on random inputs."""
 
     argmax_agreement: float
-    max_relative_error: float  # relative L2 error of the logits (NaN for argmax models)
+    max_relative_error: float  # relative L2 error of the logits or probabilities (NaN for argmax models)
     confidence_max_error: float  # in 1/255 steps (NaN without a confidence output)
     pixels: int
 
     def __str__(self) -> str:
         text = f'argmax agreement {self.argmax_agreement * 100:.3f} % over {self.pixels} pixels'
         if not np.isnan(self.max_relative_error):
-            text += f', logits relative error {self.max_relative_error:.2e}'
+            text += f', scores relative error {self.max_relative_error:.2e}'
         if not np.isnan(self.confidence_max_error):
             text += f', confidence max error {self.confidence_max_error:.0f}/255'
         return text
@@ -78,15 +84,19 @@ class DeployWrapper(nn.Module):
                  std: Sequence[float]) -> None:
         super().__init__()
         self.model, self.uint8, self.argmax = model, options.input_format == 'uint8', options.argmax
+        self.probabilities = options.probabilities
         dtype = torch.float16 if options.fp16 else torch.float32
         self.register_buffer('mean', torch.tensor(mean, dtype=dtype).view(1, 3, 1, 1) * 255)
         self.register_buffer('inv_std', 1 / (torch.tensor(std, dtype=dtype).view(1, 3, 1, 1) * 255))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Scores [N,C,H,W], or (class ids uint8 [N,H,W], confidence uint8 [N,H,W])."""
+        """Logits or probabilities [N,C,H,W], or (class ids uint8 [N,H,W], confidence uint8 [N,H,W])."""
         if self.uint8:
             x = (x.permute(0, 3, 1, 2).to(self.mean.dtype) - self.mean) * self.inv_std
         logits = self.model(x)['out']
+        if self.probabilities:
+            # In float32 even for fp16 models: probabilities of rare classes underflow in half precision.
+            return logits.float().softmax(1)
         if not self.argmax:
             return logits
         top = logits.max(1, keepdim=True).values
@@ -133,7 +143,9 @@ def verify(model_bytes: bytes, reference: nn.Module, *, options: ExportOptions, 
     """Compare ONNX Runtime with the fp32 PyTorch model on fresh random batches of ``sizes``."""
     session = ort.InferenceSession(model_bytes, providers=['CPUExecutionProvider'])
     rng = np.random.default_rng(seed)
-    ref_wrapper = DeployWrapper(reference, options=ExportOptions(argmax=options.argmax), mean=mean, std=std)
+    ref_wrapper = DeployWrapper(reference, options=ExportOptions(argmax=options.argmax,
+                                                                 probabilities=options.probabilities),
+                                mean=mean, std=std)
     agree = pixels = 0
     rel_err, conf_err = 0.0, 0.0
     for size in sizes:
@@ -181,7 +193,8 @@ def _to_onnx(wrapper: nn.Module, example: torch.Tensor, *, options: ExportOption
     hw: list[int | str] = [int(h), int(w)] if fixed else ['H', 'W']
     uint8 = options.input_format == 'uint8'
     input_dims = {0: 'N'} if fixed else ({0: 'N', 1: 'H', 2: 'W'} if uint8 else {0: 'N', 2: 'H', 3: 'W'})
-    out_names = ['class_ids', 'confidence'] if options.argmax else ['scores']
+    out_names = ['class_ids', 'confidence'] if options.argmax else (
+        ['probabilities'] if options.probabilities else ['scores'])
     spatial = {1: 'H', 2: 'W'} if options.argmax else {2: 'H', 3: 'W'}
     out_dims = {0: 'N'} if fixed else {0: 'N', **spatial}
     buffer = io.BytesIO()
@@ -211,6 +224,9 @@ def export_checkpoint(checkpoint_path: str | Path, output: str | Path,
     if options.opset < 17:
         msg = f'opset must be 17 or newer, got {options.opset}'
         raise ExportError(msg)
+    if options.argmax and options.probabilities:
+        msg = 'choose --argmax (class ids and confidence) or --probabilities (per-class probabilities), not both'
+        raise ExportError(msg)
     checkpoint = load_checkpoint(checkpoint_path)
     hp, mean, std = saved_hyperparameters(checkpoint['hyperparameters']), checkpoint['mean'], checkpoint['std']
     reference = load_network(checkpoint)
@@ -230,11 +246,11 @@ def export_checkpoint(checkpoint_path: str | Path, output: str | Path,
         'seg_node.fixed_input_size': fixed,
         'seg_node.precision': 'fp16' if options.fp16 else 'fp32',
         'seg_node.epoch': checkpoint.get('epoch'),
-        'seg_node.metrics': {k: metrics[k] for k in ('validation:mIOU', 'validation:pixel_accuracy')
-                             if k in metrics},
+        'seg_node.metrics': {k: metrics[k] for k in ('validation:mIOU', 'validation:pixel_accuracy',
+                                                     MIOU_PRESENT, MIOU_ALL) if k in metrics},
     }
     if not options.argmax:
-        extra[KEY_SCORES] = 'logits'
+        extra[KEY_SCORES] = 'probabilities' if options.probabilities else 'logits'
     props = metadata_props(classes=checkpoint['classes'], palette=checkpoint['palette'], mean=mean,
                            std=std, input_size=(height, width) if fixed else None, extra=extra)
     set_metadata(model, props)
@@ -253,6 +269,21 @@ def export_checkpoint(checkpoint_path: str | Path, output: str | Path,
     return result
 
 
+def write_model_tar(checkpoint_path: str | Path, onnx_path: str | Path, output: str | Path,
+                    options: ExportOptions | None = None) -> Path:
+    """Pack a checkpoint (without optimizer state) and its exported ONNX model into a model.tar.gz."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    best = {k: v for k, v in checkpoint.items() if k not in ('optimizer', 'lr_scheduler', 'best', 'stale_epochs')}
+    buffer = io.BytesIO()
+    torch.save(best, buffer)
+    options = options or ExportOptions()
+    hp = saved_hyperparameters(checkpoint['hyperparameters'])
+    return write_artifact(output, best, {'checkpoint': ('model.pt', buffer.getvalue()),
+                                         'onnx': ('model.onnx', Path(onnx_path).read_bytes())},
+                          writer='seg_export', hyperparameters=sagemaker_hyperparameters(hp),
+                          extra={'onnx_export': dataclasses.asdict(options)})
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='seg_export', description=__doc__.splitlines()[0])
     p.add_argument('checkpoint', help='model_best.pt or checkpoint.pt of a seg_train run')
@@ -260,25 +291,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--input-format', choices=('float', 'uint8'), default='float',
                    help='float [N,3,H,W] normalized (default) or uint8 [N,H,W,3] RGB')
     p.add_argument('--argmax', action='store_true', help='class ids + confidence (uint8) instead of scores')
+    p.add_argument('--probabilities', action='store_true',
+                   help='per-pixel class probabilities (softmax in the graph) instead of logits')
     p.add_argument('--fp16', action='store_true', help='float16 weights and activations')
     p.add_argument('--height', type=int, help='fixed input height (with --width)')
     p.add_argument('--width', type=int, help='fixed input width (with --height)')
     p.add_argument('--opset', type=int, default=OPSET, help=f'ONNX opset (>= 17, default {OPSET})')
+    p.add_argument('--model-tar', help='also write a model.tar.gz artifact (manifest, checkpoint, ONNX model) here')
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of ``seg_export``."""
     args = _parser().parse_args(argv)
-    options = ExportOptions(input_format=args.input_format, argmax=args.argmax, fp16=args.fp16,
-                            height=args.height, width=args.width, opset=args.opset)
+    options = ExportOptions(input_format=args.input_format, argmax=args.argmax, probabilities=args.probabilities,
+                            fp16=args.fp16, height=args.height, width=args.width, opset=args.opset)
     try:
         result = export_checkpoint(args.checkpoint, args.output, options)
-    except (ExportError, ValueError) as err:
+        print(f'verification: {result}')
+        print(f'wrote {args.output}')
+        if args.model_tar:
+            print(f'wrote {write_model_tar(args.checkpoint, args.output, args.model_tar, options)}')
+    except (ExportError, ValueError, OSError) as err:
         print(f'seg_export: error: {err}', file=sys.stderr)
         return 1
-    print(f'verification: {result}')
-    print(f'wrote {args.output}')
     return 0
 
 

@@ -1,18 +1,21 @@
 """``seg_train``: fine-tune FCN / PSPNet / DeepLabV3 with SageMaker's hyperparameters.
 
 CPU, one GPU (mixed precision) or ``torchrun`` (DistributedDataParallel, SyncBatchNorm with
-``--syncbn true``). RUN_DIR gets ``checkpoint.pt`` (last, for ``--resume``), ``model_best.pt``
-(best ``validation:mIOU``) and ``metrics.jsonl`` (one JSON line per epoch).
+``--syncbn true``; ``mini_batch_size`` is the whole job's batch, as in SageMaker). RUN_DIR gets
+``checkpoint.pt`` (last, for ``--resume``), ``model_best.pt`` (best ``validation:mIOU``),
+``metrics.jsonl`` (one JSON line per epoch) and ``manifest.json``; ``--model_tar`` also packs the
+best model as a ``model.tar.gz``, which ``--init_checkpoint`` and ``--resume`` read back.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +32,20 @@ from seg_node.model.contract import IMAGENET_MEAN, IMAGENET_STD
 from seg_node.model.labels import IGNORE_INDEX
 from seg_node.runtime.metrics import ConfusionMatrix
 from seg_node.runtime.render import resize_nearest
+from seg_node.training.artifact import is_artifact, read_artifact, write_artifact, write_manifest
 from seg_node.training.datasets import ClassTable, class_table, get_dataset
-from seg_node.training.hyperparameters import Hyperparameters, RunConfig, as_dict, parse_args, saved_hyperparameters
+from seg_node.training.hyperparameters import (
+    OPTIMIZER_USES,
+    Hyperparameters,
+    RunConfig,
+    as_dict,
+    parse_args,
+    run_notes,
+    sagemaker_hyperparameters,
+    saved_hyperparameters,
+)
 from seg_node.training.models import build_network
+from seg_node.training.sagemaker import MIOU_ALL, MIOU_PRESENT, validation_scores
 from seg_node.training.transforms import SegmentationPresetEval, SegmentationPresetTrain
 
 __all__ = ['criterion', 'evaluate', 'load_checkpoint', 'main', 'train', 'train_one_epoch']
@@ -46,10 +60,18 @@ def _log(message: str) -> None:
         tqdm.write(message)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint with safe (``weights_only``) loading; fail naming the file."""
+def load_checkpoint(path: str | Path, *, role: str = 'checkpoint') -> dict:
+    """Read a checkpoint, or the one a model.tar.gz holds, with safe (``weights_only``) loading.
+
+    ``role`` picks the artifact's file (``resume_checkpoint`` falls back to ``checkpoint``); every
+    failure is one sentence naming the file.
+    """
+    source: str | Path | io.BytesIO = path
+    if is_artifact(path):
+        artifact = read_artifact(path)
+        source = io.BytesIO(artifact.read(role if artifact.has(role) else 'checkpoint'))
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        return torch.load(source, map_location='cpu', weights_only=True)
     except Exception as err:  # noqa: BLE001 - a bad file fails as pickle, zip, struct, OS... errors
         msg = f'cannot read checkpoint {path}: {err}'
         raise ValueError(msg) from None
@@ -83,23 +105,30 @@ def criterion(outputs: dict[str, torch.Tensor], target: torch.Tensor,
 
 
 def make_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimizer:
-    """SageMaker's optimizers; the heads learn ``head_lr_mult`` times faster (GluonCV's lr_mult)."""
+    """SageMaker's optimizers, each with only the hyperparameters SageMaker applies to it.
+
+    momentum and weight_decay act on sgd (and nag) only, gamma1 on rmsprop, gamma2 on the centered
+    rmsprop only (MXNet's semantics); the heads learn ``head_lr_mult`` times faster (GluonCV's lr_mult).
+    """
     base = model.module if hasattr(model, 'module') else model
     backbone = [p for p in base.backbone.parameters() if p.requires_grad]
     heads = [p for n, p in base.named_parameters() if not n.startswith('backbone.') and p.requires_grad]
     groups = [{'params': backbone, 'lr': hp.learning_rate},
               {'params': heads, 'lr': hp.learning_rate * hp.head_lr_mult}]
-    lr, wd = hp.learning_rate, hp.weight_decay
+    lr = hp.learning_rate
+    wd = hp.weight_decay if 'weight_decay' in OPTIMIZER_USES[hp.optimizer] else 0.0
     if hp.optimizer in ('sgd', 'nag'):
         return torch.optim.SGD(groups, lr=lr, momentum=hp.momentum, weight_decay=wd,
                                nesterov=hp.optimizer == 'nag')
     if hp.optimizer == 'adam':
-        return torch.optim.Adam(groups, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(groups, lr=lr)
     if hp.optimizer == 'adamw':
         return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
     if hp.optimizer == 'rmsprop':
-        return torch.optim.RMSprop(groups, lr=lr, alpha=hp.gamma1, momentum=hp.gamma2, weight_decay=wd)
-    return torch.optim.Adagrad(groups, lr=lr, weight_decay=wd)
+        centered = hp.rmsprop_centered
+        return torch.optim.RMSprop(groups, lr=lr, alpha=hp.gamma1, centered=centered,
+                                   momentum=hp.gamma2 if centered else 0.0)
+    return torch.optim.Adagrad(groups, lr=lr, eps=1e-7)  # MXNet's AdaGrad epsilon
 
 
 def make_scheduler(hp: Hyperparameters, optimizer: torch.optim.Optimizer,
@@ -197,12 +226,44 @@ def _collate_list(batch: list) -> list:
     return batch
 
 
+class JobBatchSampler(torch.utils.data.Sampler):
+    """SageMaker's ``mini_batch_size`` is the job's: each step draws one batch and splits it over the processes.
+
+    Every process sees the same shuffled order (seeded by epoch) and takes every ``world``-th image of
+    each batch, so the processes together train on exactly ``batch_size`` images per step.
+    """
+
+    def __init__(self, size: int, batch_size: int, *, world: int, rank: int, seed: int = 0) -> None:
+        if batch_size < world:
+            msg = (f'mini_batch_size {batch_size} is the batch of the whole job (as in SageMaker) and cannot be '
+                   f'split over {world} processes')
+            raise ValueError(msg)
+        if size < world:
+            msg = f'the training set has {size} images, fewer than the {world} processes'
+            raise ValueError(msg)
+        self.size, self.batch_size, self.world, self.rank, self.seed = size, batch_size, world, rank, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for ``epoch`` (the same order on every process)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        # As the single-process loader: whole batches only, unless the set is smaller than one batch.
+        return max(self.size // self.batch_size, 1)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield order[start:start + self.batch_size][self.rank::self.world]
+
+
 class _Loaders(NamedTuple):
     """The training and validation loaders, and the distributed sampler to reseed every epoch."""
 
     train: DataLoader
     val: DataLoader
-    sampler: torch.utils.data.distributed.DistributedSampler | None
+    sampler: JobBatchSampler | None
 
 
 def _loaders(config: RunConfig, classes: ClassTable, world: int) -> _Loaders:
@@ -214,18 +275,23 @@ def _loaders(config: RunConfig, classes: ClassTable, world: int) -> _Loaders:
     train_set = get_dataset(config.data, fmt=config.format, split='train', num_classes=n, transform=train_tf)
     val_set = get_dataset(config.data, fmt=config.format, split='validation', num_classes=n,
                           transform=SegmentationPresetEval(size=hp.eval_size))
+    for note in dict.fromkeys((train_set.note, val_set.note)):
+        if note:
+            _log(note)
+    workers = hp.workers
+    common = {'num_workers': workers, 'pin_memory': torch.cuda.is_available(), 'persistent_workers': workers > 0}
     sampler = None
     if world > 1:
-        sampler = torch.utils.data.distributed.DistributedSampler(train_set, shuffle=True, seed=hp.seed)
+        sampler = JobBatchSampler(len(train_set), hp.mini_batch_size, world=world, rank=_rank(), seed=hp.seed)
+        _log(f'mini_batch_size {hp.mini_batch_size} is the batch of the whole job, as in SageMaker: about '
+             f'{hp.mini_batch_size / world:g} images per process on {world} processes')
+        train_loader = DataLoader(train_set, batch_sampler=sampler, **common)
         # Each rank validates a disjoint slice; the confusion matrices are summed.
         val_set = Subset(val_set, range(_rank(), len(val_set), world))
-    workers = hp.workers
-    generator = torch.Generator().manual_seed(hp.seed)
-    train_loader = DataLoader(train_set, batch_size=hp.mini_batch_size, shuffle=sampler is None,
-                              sampler=sampler,
-                              num_workers=workers, drop_last=len(train_set) >= hp.mini_batch_size,
-                              pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                              generator=generator)
+    else:
+        train_loader = DataLoader(train_set, batch_size=hp.mini_batch_size, shuffle=True,
+                                  drop_last=len(train_set) >= hp.mini_batch_size,
+                                  generator=torch.Generator().manual_seed(hp.seed), **common)
     val_loader = DataLoader(val_set, batch_size=hp.validation_mini_batch_size, num_workers=workers,
                             collate_fn=_collate_list)
     return _Loaders(train_loader, val_loader, sampler)
@@ -325,6 +391,10 @@ def _prepare_model(config: RunConfig, weight: torch.Tensor | None, world: int, d
         model.score_offset[present] = -hp.logit_adjustment * weight[present].log().cpu()
     if hp.syncbn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif hp.syncbn:
+        # SageMaker trains on every GPU of the instance; one process here uses one device.
+        _log('syncbn has no effect in a single process: start seg_train with torchrun --nproc_per_node N '
+             '(one process per GPU) to share BatchNorm statistics across GPUs as SageMaker does')
     # NHWC convolutions: a ResNet-50 training step on 2 cores took 0.48 s instead of 0.57 s (oneDNN).
     model.to(device, memory_format=torch.channels_last)
     if world > 1:
@@ -353,10 +423,25 @@ def _setup_training(config: RunConfig, train_loader: DataLoader, weight: torch.T
     model = _prepare_model(config, weight, world, device)
     amp = hp.amp == 'true' or (hp.amp == 'auto' and device.type == 'cuda')
     scaler = torch.amp.GradScaler('cuda') if amp and device.type == 'cuda' else None
-    steps = min(len(train_loader), hp.max_iterations) if hp.max_iterations else len(train_loader)
     optimizer = make_optimizer(hp, model)
-    scheduler = make_scheduler(hp, optimizer, steps)
+    scheduler = make_scheduler(hp, optimizer, schedule_steps(hp, len(train_loader)))
     return _Training(model, optimizer, scheduler, device, amp, scaler, weight)
+
+
+def schedule_steps(hp: Hyperparameters, batches: int) -> int:
+    """Optimizer steps per epoch the learning-rate schedule is laid out for.
+
+    SageMaker sets its scheduler up from ``num_training_samples`` (the job's batches per epoch:
+    num_training_samples // mini_batch_size); without it, the loader's own count.
+    """
+    steps = batches
+    if hp.num_training_samples:
+        steps = max(hp.num_training_samples // hp.mini_batch_size, 1)
+        if steps != batches:
+            _log(f'num_training_samples {hp.num_training_samples} gives {steps} steps per epoch for the learning-rate '
+                 f'schedule, but the training data gives {batches}: the schedule follows num_training_samples, as '
+                 "SageMaker's does")
+    return min(steps, hp.max_iterations) if hp.max_iterations else steps
 
 
 # --- The epoch loop: one epoch of training, then validation ----------------------------------------------
@@ -373,9 +458,9 @@ def _train_and_validate(training: _Training, loaders: _Loaders, hp: Hyperparamet
                            weight=training.weight, ohem_threshold=hp.ohem_threshold)
     # Validation in full precision, like the exported model, so the numbers match seg_eval.
     matrix = evaluate(training.model, loaders.val, training.device, hp.num_classes)
-    scores = matrix.compute()
-    return {'epoch': epoch, 'train:loss': loss, **scores.as_dict(),
-            'validation:iou': dict(zip(classes.names, scores.iou, strict=True)),
+    # validation:mIOU is the definition miou_classes picks; both are logged under their own names.
+    return {'epoch': epoch, 'train:loss': loss, **validation_scores(matrix, hp.miou_classes),
+            'validation:iou': dict(zip(classes.names, matrix.compute().iou, strict=True)),
             'learning_rate': training.optimizer.param_groups[0]['lr'], 'seconds': time.perf_counter() - t0}
 
 
@@ -383,7 +468,8 @@ def _log_epoch(record: dict) -> None:
     """The epoch's one-line summary, SageMaker's metric names as its log parsers expect."""
     _log(f'epoch {record["epoch"]}: train:loss={record["train:loss"]:.4f} '
          f'validation:mIOU={record["validation:mIOU"]:.4f} '
-         f'validation:pixel_accuracy={record["validation:pixel_accuracy"]:.4f} ({record["seconds"]:.0f} s)')
+         f'validation:pixel_accuracy={record["validation:pixel_accuracy"]:.4f} '
+         f'{MIOU_PRESENT}={record[MIOU_PRESENT]:.4f} {MIOU_ALL}={record[MIOU_ALL]:.4f} ({record["seconds"]:.0f} s)')
 
 
 @dataclass
@@ -423,7 +509,11 @@ def _resume(config: RunConfig, training: _Training, world: int) -> tuple[int, _P
     """Restore weights, optimizer, scheduler and progress from ``--resume``; return the first epoch to run."""
     if config.resume is None:
         return 0, _Progress()
-    saved = load_checkpoint(config.resume)
+    saved = load_checkpoint(config.resume, role='resume_checkpoint')
+    if 'optimizer' not in saved:
+        msg = (f'{config.resume} holds no optimizer state (a best-model checkpoint): --resume continues from a '
+               "run's checkpoint.pt; start a new run from this model with --init_checkpoint")
+        raise ValueError(msg)
     _check_compatible(config.hp, saved['hyperparameters'], config.resume)
     (training.model.module if world > 1 else training.model).load_state_dict(saved['model'])
     training.optimizer.load_state_dict(saved['optimizer'])
@@ -448,10 +538,40 @@ def _save_epoch(config: RunConfig, training: _Training, classes: ClassTable, rec
                           'best': progress.best, 'stale_epochs': progress.stale}, config.output / 'checkpoint.pt')
 
 
+def _write_artifacts(config: RunConfig, classes: ClassTable, best: dict) -> None:
+    """On rank 0: the run folder's manifest.json and, with ``--model_tar``, the model.tar.gz artifact."""
+    if _rank() != 0 or 'epoch' not in best or not (config.output / 'model_best.pt').is_file():
+        return
+    summary = {'hyperparameters': as_dict(config.hp), 'classes': list(classes.names), 'epoch': best['epoch'],
+               'metrics': best}
+    # A tarball SageMaker makes of the run folder is then an artifact that --resume can continue.
+    write_manifest(config.output, summary, {'checkpoint': 'model_best.pt', 'resume_checkpoint': 'checkpoint.pt'},
+                   writer='seg_train')
+    if config.model_tar is not None:
+        write_artifact(config.model_tar, summary, {'checkpoint': ('model_best.pt',
+                                                                  (config.output / 'model_best.pt').read_bytes())},
+                       writer='seg_train', hyperparameters=sagemaker_hyperparameters(as_dict(config.hp)))
+        _log(f'wrote {config.model_tar}')
+
+
+def _log_notes(config: RunConfig) -> None:
+    """Say what a SageMaker user could expect to act but does not (each a log line, never an error)."""
+    for note in run_notes(config.hp, config.ignored):
+        _log(note)
+    channel = config.data / 'model'
+    if channel.is_dir() and config.init_checkpoint is None and config.resume is None:
+        _log(f"{channel} looks like SageMaker's incremental-training channel; it is used only when passed as "
+             '--init_checkpoint (a seg_node model.tar.gz or checkpoint)')
+
+
 def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Run training; return the best epoch's record (metrics and checkpoint path)."""
     hp = config.hp
+    for start_from in (config.init_checkpoint, config.resume):
+        if start_from is not None and is_artifact(start_from):
+            read_artifact(start_from)  # a foreign (e.g. MXNet) archive is refused before any data is read
     world, device = _init_process(config)
+    _log_notes(config)
     classes = _classes(config)
     loaders = _loaders(config, classes, world)
     weight = _class_weights(hp, loaders.train.dataset, classes, device)
@@ -468,6 +588,7 @@ def train(config: RunConfig, *, on_epoch: Callable[[dict], None] | None = None) 
         if progress.should_stop(hp, epoch):
             _log(f'early stopping: no mIOU improvement for {progress.stale} epochs')
             break
+    _write_artifacts(config, classes, progress.best)
     return progress.best | {'checkpoint': str(config.output / 'model_best.pt')}
 
 
