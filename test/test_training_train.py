@@ -1,5 +1,6 @@
 """seg_train: loss goes down, a short fine-tune beats chance, checkpoints, resume, early stopping."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -9,11 +10,13 @@ import pytest
 import torch
 
 from seg_node.synthetic import write_camvid_dataset, write_cityscapes_dataset, write_sagemaker_dataset
+from seg_node.training import train as train_module
 from seg_node.training.datasets import get_dataset
 from seg_node.training.evaluate import evaluate_model
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig
 from seg_node.training.models import build_network
 from seg_node.training.train import (
+    cpu_has_native_bf16,
     criterion,
     hard_pixel_loss,
     load_checkpoint,
@@ -21,6 +24,7 @@ from seg_node.training.train import (
     make_optimizer,
     make_scheduler,
     median_frequency_weights,
+    mixed_precision,
     train,
 )
 
@@ -92,7 +96,7 @@ def test_short_finetune_beats_chance(data, tmp_path):
     assert best['validation:pixel_accuracy'] > counts.max() / counts.sum()
 
 
-def test_checkpoints_metrics_log_and_resume(data, tmp_path):
+def test_checkpoints_metrics_log_and_resume(data, tmp_path, monkeypatch):
     train(RunConfig(data=data, output=tmp_path, hp=_hp(epochs=2)))
     lines = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
     assert [line['epoch'] for line in lines] == [0, 1]
@@ -103,9 +107,31 @@ def test_checkpoints_metrics_log_and_resume(data, tmp_path):
     assert saved['classes'][13] == 'car'
     assert saved['hyperparameters']['algorithm'] == 'fcn'
     assert set(saved) >= {'model', 'optimizer', 'lr_scheduler', 'best', 'metrics', 'palette', 'mean', 'std'}
+    seen = {}
+    real = train_module._train_and_validate
+
+    def first_resumed_epoch(training, loaders, hp, classes, epoch):
+        # What the resumed run starts its first epoch with, before it changes anything.
+        seen.setdefault('state', (epoch, {k: v.clone() for k, v in training.model.state_dict().items()},
+                                  copy.deepcopy(training.optimizer.state_dict()), training.scheduler.state_dict(),
+                                  training.optimizer.param_groups[0]['lr']))
+        return real(training, loaders, hp, classes, epoch)
+    monkeypatch.setattr(train_module, '_train_and_validate', first_resumed_epoch)
     train(RunConfig(data=data, output=tmp_path, resume=tmp_path / 'checkpoint.pt', hp=_hp(epochs=3)))
     lines = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
     assert [line['epoch'] for line in lines] == [0, 1, 2]
+    epoch, weights, optimizer, scheduler, lr = seen['state']
+    assert epoch == 2
+    assert weights.keys() == saved['model'].keys()
+    for name, tensor in saved['model'].items():  # the weights of epoch 1, not a fresh initialisation
+        torch.testing.assert_close(weights[name], tensor, rtol=0, atol=0, msg=name)
+    for index, state in saved['optimizer']['state'].items():  # the optimizer's moments too
+        for key, value in state.items():
+            torch.testing.assert_close(optimizer['state'][index][key], value, rtol=0, atol=0)
+    # The learning-rate schedule continues from the saved step, not from its start.
+    assert scheduler['last_epoch'] == saved['lr_scheduler']['last_epoch'] > 0
+    assert lr == pytest.approx(saved['lr_scheduler']['_last_lr'][0])
+    assert lr < _hp().learning_rate
 
 
 def test_incremental_training_needs_the_same_network(data, tmp_path):
@@ -185,3 +211,18 @@ def test_trains_on_cityscapes_and_camvid_layouts(tmp_path, writer, fmt, classes)
     saved = load_checkpoint(tmp_path / 'run' / 'model_best.pt')
     assert len(saved['classes']) == saved['hyperparameters']['num_classes'] == classes
     assert saved['format'] == fmt
+
+
+FLAGS = 'processor\t: 0\nflags\t\t: fpu sse sse2 avx2 avx512f {}\n'
+
+
+def test_bf16_autocast_only_where_the_cpu_has_it_natively(capsys):
+    cpu = torch.device('cpu')
+    assert cpu_has_native_bf16(FLAGS.format('avx512_bf16')) and cpu_has_native_bf16(FLAGS.format('amx_bf16'))
+    assert not cpu_has_native_bf16(FLAGS.format('avx512vl'))  # AMD Zen 3 and older Intel: emulated
+    assert mixed_precision('true', cpu, native_bf16=True)
+    assert not mixed_precision('true', cpu, native_bf16=False)
+    assert 'training in float32' in capsys.readouterr().out
+    assert not mixed_precision('auto', cpu, native_bf16=True)  # the CPU default stays float32
+    assert not mixed_precision('false', torch.device('cuda'))
+    assert mixed_precision('auto', torch.device('cuda')) and mixed_precision('true', torch.device('cuda'))

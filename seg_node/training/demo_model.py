@@ -14,6 +14,7 @@ trains at a small resolution so that the whole build takes minutes; on a GPU at 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -33,7 +34,7 @@ from seg_node.synthetic import write_sagemaker_dataset
 from seg_node.training.evaluate import evaluate_model
 from seg_node.training.export import ExportOptions, export_checkpoint
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig, as_dict
-from seg_node.training.train import train
+from seg_node.training.train import mixed_precision, train
 
 __all__ = ['DemoRecipe', 'build_demo_model', 'imagenet_weights_available', 'main', 'recipe_for']
 
@@ -76,7 +77,8 @@ def recipe_for(device: str, *, pretrained: bool = False) -> DemoRecipe:
             'crop_height': 256, 'eval_size': [256, 512], 'amp': 'true', 'workers': 4})
     return DemoRecipe(192, 96, 400, 24, 100, common | {
         'output_stride': 32, 'epochs': 18, 'mini_batch_size': 8, 'base_size': 192, 'crop_size': 192,
-        'crop_height': 96, 'eval_size': [96, 192], 'amp': 'true', 'workers': 0, 'threads': 2})
+        'crop_height': 96, 'eval_size': [96, 192], 'amp': 'true', 'workers': 0,
+        'threads': len(os.sched_getaffinity(0))})  # amp: bf16 only where the CPU has it natively
 
 
 def imagenet_weights_available(*, download: bool, timeout_s: float = 20.0) -> bool:
@@ -98,11 +100,53 @@ def imagenet_weights_available(*, download: bool, timeout_s: float = 20.0) -> bo
     return True
 
 
+def _say(message: str) -> None:
+    """A progress line that a plain log shows as well as a terminal."""
+    print(f'[demo_model] {message}', flush=True)
+
+
+def _files_digest(folder: Path) -> str:
+    """SHA-256 over the names and bytes of every file below ``folder``."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob('*') if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _dataset(folder: Path, what: str, **options: object) -> None:
+    """Write a synthetic dataset, or reuse the one there when its files hash as recorded."""
+    stamp = folder.parent / f'{folder.name}.sha256'
+    if folder.is_dir() and stamp.is_file() and stamp.read_text().strip() == _files_digest(folder):
+        _say(f'reusing the {what} in {folder} (files verified by hash)')
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
+    _say(f'rendering the {what} ({options["n_train"]} + {options["n_val"]} synthetic frames)')
+    write_sagemaker_dataset(folder, **options)
+    stamp.write_text(_files_digest(folder) + '\n')
+    _say(f'{what} written in {time.perf_counter() - started:.0f} s')
+
+
+def _training_run(run_dir: Path, fingerprint: str) -> Path | None:
+    """The checkpoint to resume when an interrupted build of the same recipe left one, else a clean folder."""
+    stamp, checkpoint = run_dir / 'recipe.sha256', run_dir / 'checkpoint.pt'
+    if checkpoint.is_file() and stamp.is_file() and stamp.read_text().strip() == fingerprint:
+        return checkpoint
+    if run_dir.exists():
+        _say('the recipe or the data changed since the last build: training starts over')
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    stamp.write_text(fingerprint + '\n')
+    return None
+
+
 def build_demo_model(output: Path = DEFAULT_OUTPUT, *, work: Path | None = None, device: str = 'auto',
                      recipe: DemoRecipe | None = None, download: bool = False) -> dict:
     """Train, export and measure the demo model; return the model card.
 
-    ``download`` lets torchvision fetch the ImageNet backbone weights when they are not cached.
+    ``download`` lets torchvision fetch the ImageNet backbone weights when they are not cached. An
+    interrupted build resumes from its last completed epoch when recipe and data are unchanged.
     """
     started = time.perf_counter()
     device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
@@ -110,21 +154,28 @@ def build_demo_model(output: Path = DEFAULT_OUTPUT, *, work: Path | None = None,
     recipe = recipe or recipe_for(device, pretrained=pretrained)
     work = work or DEFAULT_WORK
     data, held_out, run_dir = work / 'data', work / 'held_out', work / 'run'
-    for folder in (data, held_out, run_dir):
-        shutil.rmtree(folder, ignore_errors=True)
     size = {'width': recipe.width, 'height': recipe.height}
-    write_sagemaker_dataset(data, n_train=recipe.train_frames, n_val=recipe.val_frames, seed=1, **size)
-    write_sagemaker_dataset(held_out, n_train=0, n_val=recipe.held_out_frames, seed=HELD_OUT_SEED, **size)
+    _dataset(data, 'training data', n_train=recipe.train_frames, n_val=recipe.val_frames, seed=1, **size)
+    _dataset(held_out, 'held-out frames', n_train=0, n_val=recipe.held_out_frames, seed=HELD_OUT_SEED, **size)
     data_seconds = time.perf_counter() - started
     hp = Hyperparameters(**recipe.hyperparameters, use_pretrained_model=pretrained)
     hp.validate()
-    best = train(RunConfig(data=data, output=run_dir, device=device, hp=hp))
+    fingerprint = hashlib.sha256(json.dumps(
+        {'recipe': asdict(recipe), 'hp': as_dict(hp), 'device': device,
+         'data': (data.parent / 'data.sha256').read_text().strip()}, sort_keys=True).encode()).hexdigest()
+    resume = _training_run(run_dir, fingerprint)
+    _say(f'training {hp.algorithm} on {hp.backbone} for {hp.epochs} epochs on {device} '
+         f'({"from ImageNet weights" if pretrained else "from scratch"}, '
+         f'{"bfloat16" if mixed_precision(hp.amp, torch.device(device)) else "float32"})')
+    best = train(RunConfig(data=data, output=run_dir, device=device, hp=hp, resume=resume))
     train_seconds = time.perf_counter() - started - data_seconds
+    _say('exporting to ONNX and checking it against PyTorch')
     options = ExportOptions(input_format='uint8', argmax=True, height=recipe.height, width=recipe.width)
     verification = export_checkpoint(run_dir / 'model_best.pt', output, options)
     # The resumable checkpoint (optimizer state included) is ~0.4 GB and not needed any more.
     (run_dir / 'checkpoint.pt').unlink(missing_ok=True)
     build_seconds = time.perf_counter() - started
+    _say(f'measuring {output.name} on {recipe.held_out_frames} held-out frames through the node\'s engine')
     result = evaluate_model(output, held_out)
     scores = result.matrix.compute()
     card = {
@@ -187,7 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output.exists() and not args.force:
         print(f'{args.output} exists (use --force to rebuild)')
         return 0
-    card = build_demo_model(args.output, work=args.work, device=args.device, download=not args.offline)
+    try:
+        card = build_demo_model(args.output, work=args.work, device=args.device, download=not args.offline)
+    except KeyboardInterrupt:
+        kept = (args.work or DEFAULT_WORK) / 'run' / 'checkpoint.pt'
+        what = f'kept {kept} (the last completed epoch)' if kept.is_file() else 'no epoch had completed'
+        print(f'[demo_model] interrupted; {what}: the next run resumes from there', file=sys.stderr, flush=True)
+        return 130
     held = card['held_out']
     print(f'wrote {args.output}: held-out validation:mIOU={held["validation:mIOU"]:.4f} '
           f'validation:pixel_accuracy={held["validation:pixel_accuracy"]:.4f}, '
