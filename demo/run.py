@@ -136,6 +136,17 @@ def summary(plan_: Plan, report: EvalReport, played: dict[str, int], diagnostics
     }
 
 
+def sheet_title(result: dict) -> tuple[str, ...]:
+    """What the contact sheet says above the frames: the run and what it measured."""
+    delivered = sum(c['frames_out'] for c in result['cameras'].values())
+    sent = sum(c['frames_in'] for c in result['cameras'].values())
+    return (f'seg_node demo: {len(result["cameras"])} cameras, {result["resolution"][0]}x{result["resolution"][1]}, '
+            f'provider {result["provider"]}',
+            f'mIoU {result["mean_iou"]:.3f}, pixel accuracy {result["pixel_accuracy"]:.3f} against the ground truth; '
+            f'{delivered} of {sent} frames delivered; latency p50 {result["latency_p50_ms"]:.0f} ms, '
+            f'p99 {result["latency_p99_ms"]:.0f} ms')
+
+
 def format_summary(result: dict, out: Path, wall_s: float) -> str:
     """The summary table printed at the end."""
     lines = [f'seg_node demo: {len(result["cameras"])} cameras x {result["frames"]} frames '
@@ -186,8 +197,9 @@ def run(args: argparse.Namespace) -> dict:
         msg = f'seg_node exited with {code}; see {out / "node.log"}'
         raise DemoError(msg)
     report = evaluate_bag(out / 'output', truth_bag=out / 'drive')
-    write_video(out / 'output', out / 'demo.mp4', VideoOptions(layout='side-by-side', fps=VIDEO_FPS, force=True))
     result = summary(plan_, report, played.published, last_diagnostics(out / 'output'))
+    write_video(out / 'output', out / 'demo.mp4', VideoOptions(layout='side-by-side', fps=VIDEO_FPS, force=True,
+                                                               sheet_title=sheet_title(result)))
     result['wall_s'] = round(time.monotonic() - started, 1)
     (out / 'summary.json').write_text(json.dumps(result, indent=2) + '\n')
     print(format_summary(result, out, result['wall_s']), flush=True)

@@ -37,6 +37,7 @@ class VideoOptions:
     fps: float = 0.0  # 0: from the overlay stamps
     sheet: Path | None = None  # contact sheet PNG; None: next to the video as <name>_sheet.png
     sheet_frames: int = 6
+    sheet_title: tuple[str, ...] = ()  # lines drawn above the contact sheet (what the run measured)
     force: bool = False
 
 
@@ -202,7 +203,7 @@ def write_video(bag: str | Path, out: str | Path, options: VideoOptions) -> Vide
                              out=out, fps=fps, sheet_picks=set(picks.tolist()))
     # The side-by-side composites carry their own legend; overlay-only sheets get one below.
     below = None if panel is not None else legend(table, shown, 10 + (SWATCH + 6) * 4)
-    _write_sheet(sheet, composites, below)
+    _write_sheet(sheet, composites, below, options.sheet_title)
     first = next(iter(composites.values()))
     return VideoResult(out, sheet, frames, fps, (first.shape[1], first.shape[0]),
                        tuple(table.names[i] for i in shown if i < len(table.names)))
@@ -267,8 +268,18 @@ def _stream(reader: Any, cameras: list[str], plan: dict, *, slots: dict, expecte
     return sheet
 
 
-def _write_sheet(path: Path, frames: dict[int, np.ndarray], panel: np.ndarray | None) -> None:
-    """Tile the picked composites two per row (scaled to 1600 px wide at most), legend below."""
+def _title_band(lines: Sequence[str], width: int) -> np.ndarray:
+    """White band with one line of dark text per entry, the first in bold."""
+    band = np.full((12 + 26 * len(lines), width, 3), 255, np.uint8)
+    for row, text in enumerate(lines):
+        cv2.putText(band, text, (10, 28 + 26 * row), FONT, 0.62 if row == 0 else 0.52, (20, 20, 20),
+                    2 if row == 0 else 1, cv2.LINE_AA)
+    return band
+
+
+def _write_sheet(path: Path, frames: dict[int, np.ndarray], panel: np.ndarray | None,
+                 title: Sequence[str] = ()) -> None:
+    """Tile the picked composites two per row (scaled to 1600 px wide at most), title above, legend below."""
     picks = [frames[k] for k in sorted(frames)]
     columns = 2 if len(picks) > 1 else 1
     h, w = picks[0].shape[:2]
@@ -283,6 +294,8 @@ def _write_sheet(path: Path, frames: dict[int, np.ndarray], panel: np.ndarray | 
         strip = np.full((panel.shape[0], grid.shape[1], 3), 255, np.uint8)
         strip[:, :min(panel.shape[1], grid.shape[1])] = panel[:, :grid.shape[1]]
         grid = np.vstack([grid, strip])
+    if title:
+        grid = np.vstack([_title_band(title, grid.shape[1]), grid])
     if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
         msg = f'OpenCV could not write {str(path)!r}'
         raise BagError(msg)
