@@ -104,3 +104,43 @@ def report(rows: list[dict]) -> str:
 
 if __name__ == '__main__':
     print(report(run_all()))
+
+
+def tiny_model_overhead(repeats: int = 60) -> dict:
+    """The bench's tiny float model (960x540 logits, stride 8): bare session vs the engine, masks and +confidence.
+
+    Where the model itself costs milliseconds, everything the engine adds around it shows: the
+    uint8 input, normalization, argmax (and the confidence branch when asked) inside the graph.
+    """
+    from bench.run import tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tiny_model(Path(tmp) / 'tiny.onnx')
+        options = ort.SessionOptions()
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        bare = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+        name = bare.get_inputs()[0].name
+        engine = load_model(ModelRequest(str(path), config=EngineConfig(providers=('cpu',)))).engine
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 256, (1, 540, 960, 3), dtype=np.uint8)
+    normalized = ((batch[0] / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
+    ms = _interleaved_medians_ms({
+        'bare': lambda: bare.run(None, {name: normalized}),
+        'engine': lambda: engine.run(batch),
+        'engine_confidence': lambda: engine.run(batch, want_confidence=True),
+    }, repeats)
+    return {'bare_ms': ms['bare'], 'engine_ms': ms['engine'], 'engine_confidence_ms': ms['engine_confidence'],
+            'engine_vs_bare': ms['engine'] / ms['bare']}
+
+
+def tiny_report(row: dict) -> str:
+    """The tiny-model overhead as a Markdown section."""
+    return '\n'.join([
+        '## Engine overhead on the tiny model (CPU, 960x540 float logits, median ms per call)', '',
+        'A bare ONNX Runtime session gets a normalized float tensor and returns logits; the engine takes '
+        'uint8 pixels and returns class ids (normalization and argmax in the graph), with the confidence '
+        'branch only in the second column.', '',
+        '| bare ONNX Runtime | engine, masks | engine, masks + confidence | engine / bare |',
+        '|---|---|---|---|',
+        f'| {row["bare_ms"]:.2f} | {row["engine_ms"]:.2f} | {row["engine_confidence_ms"]:.2f} | '
+        f'{row["engine_vs_bare"]:.2f}x |'])

@@ -224,8 +224,12 @@ def main() -> None:
         peak, runs = peak_rate(model, domain)
         results['peak'] = {'cameras': 1, 'rate_hz': peak, 'runs': runs}
         print(f'peak rate (1 camera, <= 5 % lost): {peak:.0f} Hz', flush=True)
-        from bench.engine_micro import report, run_all
+        from bench.engine_micro import report, run_all, tiny_model_overhead, tiny_report
 
+        tiny = tiny_model_overhead()
+        results['engine_tiny'] = tiny
+        results['sections'].append(tiny_report(tiny))
+        print(tiny_report(tiny), flush=True)
         rows = run_all()
         results['engine_micro'] = rows
         results['sections'].append(report(rows))

@@ -202,9 +202,11 @@ def test_gpu_only_provider_list_fails_clearly_without_a_gpu(monkeypatch):
 
 def test_wrapped_model_takes_uint8_and_returns_one_byte_per_pixel():
     engine = engine_for(palette_classifier(input_size=(16, 16)))
-    inputs = engine.session.get_inputs()
-    outputs = {o.name: o.type for o in engine.session.get_outputs()}
-    assert [(i.name, i.type) for i in inputs] == [('image', 'tensor(uint8)')]
+    for session in (engine.session, engine.confidence_session()):
+        assert [(i.name, i.type) for i in session.get_inputs()] == [('image', 'tensor(uint8)')]
+    # Masks come from a graph without the confidence branch (ONNX Runtime would compute it anyway).
+    assert {o.name: o.type for o in engine.session.get_outputs()} == {'class_mask': 'tensor(uint8)'}
+    outputs = {o.name: o.type for o in engine.confidence_session().get_outputs()}
     assert outputs == {'class_mask': 'tensor(uint8)', 'confidence': 'tensor(uint8)'}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -27,7 +28,7 @@ from google.protobuf.message import DecodeError
 
 from seg_node.errors import one_line
 from seg_node.model.contract import ModelContractError, ModelOverrides, ModelSpec, read_model_spec
-from seg_node.model.wrap import CLASS_MASK, CONFIDENCE, INPUT, wrap_model
+from seg_node.model.wrap import CLASS_MASK, CONFIDENCE, INPUT, has_confidence, wrap_model
 from seg_node.runtime.config import PROVIDERS, EngineConfig, EngineError
 from seg_node.runtime.resize import resize_image
 from seg_node.runtime.results import EngineTiming, Segmentation
@@ -252,14 +253,18 @@ class SegmentationEngine:
         except ModelContractError as err:
             msg = f'model {self.model_name!r} does not meet the model contract: {err}'
             raise EngineError(msg) from None
-        wrapped = wrap_model(proto, self.spec).SerializeToString()
+        # The session every call uses outputs class masks only; the confidence branch is a second
+        # session, built when a call first asks for confidence (see wrap_model for why).
+        wrapped = wrap_model(proto, self.spec, confidence=False).SerializeToString()
         wrapped_sha = hashlib.sha256(wrapped).hexdigest()
         self.session, self.provider = _create_session(wrapped, self.spec, self.config, wrapped_sha)
         # Where TensorRT keeps this engine (None on other providers): seg_build_engine and the
         # benchmarks report it.
         self.trt_cache: Path | None = (_trt_cache_folder(self.config, self.spec, wrapped_sha)
                                        if self.provider == 'tensorrt' else None)
-        self.has_confidence = CONFIDENCE in {o.name for o in self.session.get_outputs()}
+        self.has_confidence = has_confidence(self.spec)
+        self._model_proto: onnx.ModelProto | None = proto if self.has_confidence else None
+        self._confidence_session: ort.InferenceSession | None = None
         self.last_timing = EngineTiming()
         self._batch_buffers: dict[tuple[int, ...], np.ndarray] = {}
 
@@ -312,18 +317,29 @@ class SegmentationEngine:
     def run(self, batch: np.ndarray, *,
             want_confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Run one uint8 [N,H,W,3] batch; return class masks (and confidence) [N,h,w]."""
-        names = [CLASS_MASK]
+        names, session = [CLASS_MASK], self.session
         if want_confidence and self.has_confidence:
             names.append(CONFIDENCE)
+            session = self.confidence_session()
         # I/O binding lets GPU providers copy the uint8 input to the device once and the uint8
         # outputs back once; on the CPU provider it costs nothing extra.
-        binding = self.session.io_binding()
+        binding = session.io_binding()
         binding.bind_cpu_input(INPUT, np.ascontiguousarray(batch))
         for name in names:
             binding.bind_output(name, 'cpu')
-        self.session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         outputs = binding.copy_outputs_to_cpu()
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+
+    def confidence_session(self) -> ort.InferenceSession:
+        """The session with the confidence output, built on first use on the same provider."""
+        if self._confidence_session is None:
+            wrapped = wrap_model(self._model_proto, self.spec, confidence=True).SerializeToString()
+            config = dataclasses.replace(self.config, providers=(self.provider,))
+            self._confidence_session, _ = _create_session(wrapped, self.spec, config,
+                                                          hashlib.sha256(wrapped).hexdigest())
+            self._model_proto = None  # the session holds what it needs
+        return self._confidence_session
 
     def probabilities(self, images: Sequence[np.ndarray], *,
                       model_bytes: bytes | None = None) -> list[np.ndarray]:
