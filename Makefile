@@ -24,7 +24,8 @@ lint: setup
 	$(VENV)/bin/ruff check seg_node test launch bench demo
 
 # DDS tests run in a private network namespace when we are root (see scripts/isolated.sh).
-test: setup-train lint
+# The fleet extra (Ray) is for the fleet tests: make test installs it, make demo does not need it.
+test: $(VENV)/.fleet-installed lint
 	$(ISOLATED) $(PY) -m pytest -q test
 
 # The distro rows of test/matrix/ (Humble-, Jazzy-, Kilted-like Pythons, numpy, OpenCV, ROS wheels),
@@ -45,6 +46,22 @@ demo: setup-train
 # DDS benchmarks against the baseline node plus engine micro-benchmarks: out/bench/, BENCHMARKS.md.
 bench: setup-train
 	$(ISOLATED) $(PY) -m bench.run
+
+# Issue #16's one GPU run (bench/gpu.sh): its own venv and installs, the gpu tests, CPU vs CUDA vs
+# TensorRT engine times, the TensorRT cache, fp16 agreement, the node over DDS -> out/gpu/ (or $$OUT).
+# GPU_BENCH_DRY_RUN=1 checks the whole script on this CPU-only machine with .venv at toy sizes.
+.PHONY: bench-gpu
+bench-gpu:
+	bash bench/gpu.sh
+
+# Fleet labelling on a local Ray cluster (bench/fleet.py): seg_bag label bag after bag vs 1 and 2
+# Ray workers, tiny model and ResNet50 -> out/bench/fleet.json; figures go into BENCHMARKS.md by hand.
+.PHONY: bench-fleet
+bench-fleet: $(VENV)/.fleet-installed
+	$(PY) -m bench.fleet
+$(VENV)/.fleet-installed: $(VENV)/.train-installed
+	$(PIP) install -q --disable-pip-version-check -e '.[pypi,test,train,fleet]'
+	touch $@
 
 clean:
 	rm -rf out build install log .pytest_cache

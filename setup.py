@@ -44,6 +44,8 @@ setup(
         'test': ['pytest==9.2.0', 'pytest-timeout==2.4.0', 'hypothesis==6.170.15', 'ruff==0.17.6',
                  'colcon-common-extensions==0.3.0', 'colcon-ros==0.5.0', 'ros-ament-package==0.17.2'],
         'train': ['torch==2.14.1', 'torchvision==0.29.1'],
+        # seg_bag fleet: label and evaluate many bags on a Ray cluster (README, "Fleet labelling").
+        'fleet': ['ray[data]==2.60.0'],
     },
     zip_safe=True,
     maintainer='seg_node developers',

@@ -27,6 +27,72 @@ DATA_PATH_NOTES = """## How the data path is built (what each choice bought, mea
   builds it ahead of time), the CUDA provider with I/O binding. CUDA graphs are not used yet.
 """
 
+# Fleet labelling on Ray (issue 14): measured by `make bench-fleet` (bench/fleet.py), which prints these
+# tables; kept here so that `make bench` keeps the section when it writes BENCHMARKS.md again.
+FLEET_NOTES = """## Fleet labelling
+
+Measured by `make bench-fleet` (`bench/fleet.py`) on AMD EPYC (`/proc/cpuinfo` model name; 2 cores,
+no GPU), 2026-12-01 16:59 UTC, Ray 2.60.0, ONNX Runtime 1.31.1, on a local Ray cluster of this
+machine (start-up 2.6 s, not in the figures). Four synthetic one-camera bags of 512x256 rgb8 frames
+(sqlite3), labelled into bags with mask, colour mask and overlay; shards of half a bag, so every bag
+is split over workers and merged. Best of 3 rounds; the machine is shared, so compare ratios.
+"Start-up" is the time before the first shard starts: actors and engines for the fleet, the
+model load of every bag for `seg_bag label`. "No Ray" runs the fleet worker's own code on the same
+shards in one process.
+
+ResNet50 FCN (random weights, exported at 128x256 like `bench/engine_micro.py`), 4 bags x 12 frames:
+
+| run | frames/s | frames/s after start-up | per worker while busy | start-up s |
+|---|---|---|---|---|
+| `seg_bag label`, bag after bag, 2 threads | 4.25 | 6.17 | - | 3.5 |
+| fleet worker code, no Ray, 1 thread | 3.03 | 3.22 | - | 1.0 |
+| fleet worker code, no Ray, 2 threads | 5.11 | 5.60 | - | 0.8 |
+| fleet, 1 worker x 1 CPU | 2.59 | 3.65 | 3.2 | 5.3 |
+| fleet, 1 worker x 2 CPU | 3.17 | 4.48 | 4.3 | 4.4 |
+| fleet, 2 workers x 1 CPU | 3.31 | 4.67 | 2.4, 2.3 | 4.2 |
+
+Tiny contract model (nearest palette colour, stride 4), 4 bags x 60 frames: `seg_bag label` 229
+frames/s (232 after start-up); fleet worker code without Ray 131 (1 thread) and 137 (2 threads);
+fleet 1 worker x 1 CPU 72, 1 x 2 CPU 44, 2 x 1 CPU 44 frames/s after start-up.
+
+What this says:
+- **Ray's cost per frame.** With one CPU per worker the engine runs as fast in a Ray actor as in a
+  plain process (3.2 frames/s both). With both cores for one engine it loses about 20 % (4.3 against
+  5.6 frames/s): Ray's own processes (raylet, GCS, Ray Data's executor, stats and autoscaling
+  actors) and the merge tasks take CPU from the engine's two threads. Against `seg_bag label` with
+  the same threads, the fleet adds 61 ms per ResNet50 frame (162 -> 223 ms) and 19 ms per tiny frame,
+  plus a fixed start-up of about 2-5 s per run (actors, engines) and the cluster's 2-3 s.
+- **Scaling on this machine.** 1 -> 2 workers (1 CPU each): 1.28x with ResNet50 (4.67 against 3.65
+  frames/s; the two workers reach 73 % of twice one worker's rate, because they now share the two
+  cores with Ray's processes), 0.60x with the tiny model, whose frames are all I/O and bookkeeping.
+  On two cores a fleet cannot beat one process that already uses both: it is built for many cores
+  and many machines, where each worker adds its own cores.
+- **What a worker does besides the engine.** Per frame it also counts class pixels, scores the frame
+  against the ground truth when the bag has it (these bags do), keeps worst-frame thumbnails and
+  writes the Parquet row; per shard it opens the bag and writes a part. On the tiny model that is
+  most of the 131 against 232 frames/s; on ResNet50 it is lost in the model's time.
+- **Bytes.** Per 512x256 frame, 0.53 MB read and 1.45 MB written (the input copied, mask, colour
+  mask, overlay); at 1080p rgb8, 6.2 MB read and about 21 MB written. The merge copies each bag of
+  more than one shard once more (120-200 MB/s here, in zero-CPU Ray tasks); a bag of one shard
+  (`--shard-frames`, default 300 camera frames) is renamed into place without a copy.
+
+**Projection for a cluster of G GPUs (not measured: no GPU was lent to this session).** The workers
+share nothing but storage: each reads its own time range of a bag and writes its own part, and the
+driver gets one small status row per shard and plans from bag metadata. So the fleet's rate is
+G x (one GPU worker's frames/s), until the shared storage saturates:
+frames/s ≈ min(G x f_worker, read bandwidth / bytes read per frame, write bandwidth / bytes written
+per frame). f_worker is the engine's rate on one GPU (TensorRT fp16, see "GPU"; `bench/gpu_bench.py`
+measures it) less the per-frame work above, which runs on the worker's CPUs, so give each GPU
+worker a few (`--cpus-per-worker`). For example, storage that sustains 2 GB/s of writes bounds
+`fleet label` at 1080p to about 2000 / 21 ≈ 95 frames/s (about 48 for bags merged from several
+shards, whose outputs are written twice), however many GPUs there are; `fleet eval`
+writes no bags and is bounded by reads: about 2000 / 8.3 ≈ 240 frames/s at 2 GB/s for 1080p images
+with their ground truth. Beyond that, more GPUs only help with faster storage, fewer outputs
+(`fleet eval`, or a label run without overlay), or compressed inputs. Each GPU worker also pays its
+engine's start-up once per run (minutes for a TensorRT build, unless the engine cache on that node
+is warm: `seg_build_engine`).
+"""
+
 
 def _fmt(value: float, digits: int = 1) -> str:
     return 'n/a' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.{digits}f}'
@@ -167,6 +233,7 @@ def write_report(results: dict, path: Path) -> None:
     for extra in results.get('sections', []):
         lines += ['', extra]
     lines += ['', DATA_PATH_NOTES.rstrip()]
+    lines += ['', FLEET_NOTES.rstrip()]
     lines += ['', '## GPU', '',
               'No GPU was available to the session that produced this file, so no GPU figures are given '
               '(none are estimated). The TensorRT / CUDA paths are described in the README.', '']

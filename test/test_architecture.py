@@ -28,7 +28,12 @@ ALLOWED = {
     'ros': {'errors', 'privacy', 'model', 'msg', 'runtime'},
     'bag': {'errors', 'privacy', 'model', 'msg', 'runtime', 'synthetic', 'ros'},
     'training': {'errors', 'privacy', 'model', 'msg', 'runtime', 'synthetic'},
+    # Fleet labelling on Ray: the bag tools on many machines; Ray workers never import ROS.
+    'fleet': {'errors', 'privacy', 'model', 'msg', 'runtime', 'bag'},
 }
+# The one edge that points up: ``seg_bag fleet`` (in the seg_bag command line) hands its arguments to
+# the fleet layer, importing it only when that command runs, so Ray stays an optional extra.
+COMMAND_DISPATCH = {('seg_node.bag.cli', 'seg_node.fleet.cli')}
 ROS_IMPORTERS = ('seg_node.ros.', 'seg_node.bag.play')
 
 
@@ -80,7 +85,8 @@ def test_torch_is_imported_only_by_training():
 
 def test_layers_depend_downwards_only():
     offenders = sorted(f'{src} imports {dst}' for src, targets in package_edges().items() for dst in targets
-                       if layer(src) and layer(dst) != layer(src) and layer(dst) not in ALLOWED[layer(src)])
+                       if layer(src) and layer(dst) != layer(src) and layer(dst) not in ALLOWED[layer(src)]
+                       and (src, dst) not in COMMAND_DISPATCH)
     assert offenders == []
 
 

@@ -1,4 +1,4 @@
-"""``seg_bag``: the command line of the bag tools (synth, play, label, eval, video).
+"""``seg_bag``: the command line of the bag tools (synth, play, label, eval, video, fleet).
 
 Every expected failure (missing or corrupt bag, unknown topic, unsupported type, an output
 that exists) is one sentence on stderr and exit code 2, without a traceback.
@@ -49,7 +49,7 @@ def _label(args: argparse.Namespace) -> None:
     outputs = ('mask', 'color_mask', 'overlay') + (('confidence',) if args.confidence else ())
     options = LabelOptions(topics=tuple(args.topics), outputs=outputs, overlay_alpha=args.overlay_alpha,
                            batch=args.batch, providers=tuple(args.providers), model_sha256=args.model_sha256,
-                           force=args.force, storage=args.storage)
+                           force=args.force, storage=args.storage, probabilities_dir=args.probabilities)
     result = label_bag(args.in_bag, args.out_bag, args.model, options)
     print(f'labelled {sum(result.frames.values())} frames on {result.provider} into {args.out_bag}')
     for topic, count in result.frames.items():
@@ -66,6 +66,59 @@ def _video(args: argparse.Namespace) -> None:
     result = write_video(args.bag, args.out, options)
     print(f'wrote {result.video} ({result.frames} frames at {result.fps:.1f} fps, '
           f'{result.size[0]}x{result.size[1]}) and {result.sheet}')
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    # The fleet layer (and Ray) load only when this command runs; 1 when some bags failed.
+    from seg_node.fleet import require_ray  # noqa: PLC0415
+
+    require_ray()
+    from seg_node.fleet.cli import run_command  # noqa: PLC0415
+
+    return run_command(args)
+
+
+def _fleet_parser(sub: argparse._SubParsersAction) -> None:
+    """``seg_bag fleet label|eval``: many bags on a Ray cluster (README, "Fleet labelling")."""
+    fleet = sub.add_parser('fleet', help='label or evaluate many bags on a Ray cluster (needs the fleet extra)')
+    commands = fleet.add_subparsers(dest='fleet_command', required=True)
+    for name, text in (('label', 'write one labelled bag per input bag, per-frame results and a report'),
+                       ('eval', 'score every bag against its ground truth (or a reference model); no bags written')):
+        p = commands.add_parser(name, help=text)
+        p.add_argument('inputs', nargs='+', metavar='INPUT',
+                       help='bag folders, globs (quoted) or manifest files (one bag or glob per line, # comments)')
+        p.add_argument('--model', type=Path, required=True, help='ONNX model that meets the model contract')
+        p.add_argument('--out', type=Path, required=True,
+                       help='output folder (re-running into it skips the bags already complete)')
+        p.add_argument('--reference-model', type=Path,
+                       help='a second model with the same classes: per-class agreement, most-disagreeing frames')
+        p.add_argument('--model-sha256', default='', help='expected SHA-256 of the model file')
+        p.add_argument('--reference-sha256', default='', help='expected SHA-256 of the reference model file')
+        p.add_argument('--topics', nargs='+', default=[], metavar='T', help='camera topics (default: all)')
+        p.add_argument('--batch', type=int, default=8, help='frames per engine call (default 8)')
+        p.add_argument('--providers', nargs='+',
+                       help='execution providers in order of preference (default: tensorrt cuda cpu with '
+                            '--gpus-per-worker, else cpu)')
+        p.add_argument('--address', default='',
+                       help='Ray cluster address (default: $RAY_ADDRESS, else a local cluster for this run)')
+        p.add_argument('--workers', type=int, default=0, help='engines (Ray actors); default: as many as fit')
+        p.add_argument('--cpus-per-worker', type=float, default=1.0,
+                       help='CPUs per worker, also its ONNX Runtime threads (default 1)')
+        p.add_argument('--gpus-per-worker', type=float, default=0.0,
+                       help='GPUs per worker (e.g. 1, or 0.5 for two engines per GPU; default 0)')
+        p.add_argument('--shard-frames', type=int, default=300,
+                       help='camera frames per shard: a longer bag is split by time over several workers (default 300)')
+        p.add_argument('--retries', type=int, default=2,
+                       help='times a shard is retried after its worker process died (default 2)')
+        p.add_argument('--worst', type=int, default=12, help='worst frames shown in the report (default 12)')
+        p.add_argument('--no-progress', action='store_true', help='no progress bar')
+        p.add_argument('--confidence', action='store_true',
+                       help='per-frame confidence summary (and, for label, segmentation/confidence in the bags)')
+        if name == 'label':
+            p.add_argument('--overlay-alpha', type=float, default=0.5)
+            p.add_argument('--storage', choices=sorted(STORAGES), default='sqlite3',
+                           help='rosbag2 storage of written bags (default: %(default)s)')
+        p.set_defaults(run=_fleet)
 
 
 def _common(parser: argparse.ArgumentParser, *, storage: bool = True) -> None:
@@ -125,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='execution providers in order of preference')
     p.add_argument('--overlay-alpha', type=float, default=0.5)
     p.add_argument('--confidence', action='store_true', help='also write segmentation/confidence')
+    p.add_argument('--probabilities', type=Path, metavar='DIR',
+                   help='also write per-pixel class probabilities, float32 [C,h,w], as DIR/<topic>/<time ns>.npy '
+                        '(needs a model that outputs scores, not class ids)')
     _common(p)
     p.set_defaults(run=_label)
 
@@ -142,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--sheet', type=Path, help='contact sheet PNG (default: OUT_sheet.png)')
     _common(p, storage=False)
     p.set_defaults(run=_video)
+    _fleet_parser(sub)
     return parser
 
 
@@ -149,13 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run one ``seg_bag`` command; 0 on success, 2 on a usage or data error, 130 on Ctrl-C."""
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except BagError as err:
         print(f'seg_bag {args.command}: error: {err}', file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    return 0
+    return code or 0  # fleet: 1 when some bags failed
 
 
 if __name__ == '__main__':

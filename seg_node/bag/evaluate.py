@@ -26,6 +26,7 @@ from seg_node.bag.bagio import (
     read,
 )
 from seg_node.model.classes import CITYSCAPES, ClassTable
+from seg_node.model.labels import IGNORE_INDEX
 from seg_node.msg import topics
 from seg_node.msg.labels import parse_labels_json
 from seg_node.runtime.metrics import ConfusionMatrix, SegmentationMetrics
@@ -89,6 +90,26 @@ def mask_of(topic: str, msg: Any) -> np.ndarray:
         raise BagError(text) from None
 
 
+def table_mismatch(truth: np.ndarray, mask: np.ndarray, table_size: int, *, truth_topic: str,
+                   mask_topic: str) -> str | None:
+    """Why ground truth and masks do not fit a ``table_size``-class table, naming the side at fault; None if they fit.
+
+    Ground-truth ids the table lacks mean the two use different class sets (the masks are not to
+    blame); mask ids the table lacks mean the masks and the labels topic come from different models.
+    """
+    labels = truth[truth != IGNORE_INDEX]
+    if labels.size and int(labels.max()) >= table_size:
+        return (f'the ground truth on {truth_topic} has class ids up to {int(labels.max())}, which the '
+                f"model's {table_size}-class table (ids 0..{table_size - 1}) lacks: the two use different class "
+                'sets, so map the ground truth onto the model\'s classes with a label map, or evaluate a model '
+                'trained on the same class set')
+    if mask.size and int(mask.max()) >= table_size:
+        return (f'{mask_topic} has class ids up to {int(mask.max())}, which its {table_size}-class table '
+                f'(ids 0..{table_size - 1}, from the labels topic) lacks: the masks and the labels topic come '
+                'from different models, so label the bag again with one model')
+    return None
+
+
 def _read_truth(reader: Any) -> dict[str, dict[tuple[int, str], np.ndarray]]:
     truth: dict[str, dict[tuple[int, str], np.ndarray]] = {}
     for conn, _, raw in read(reader, _outputs_named(reader, topics.GROUND_TRUTH)):
@@ -135,6 +156,10 @@ def evaluate_bag(bag: str | Path, *, truth_bag: str | Path | None = None) -> Eva
                 continue
             camera.matched += 1
             mask = resize_nearest(mask_of(conn.topic, msg), label.shape[:2])
+            mismatch = table_mismatch(label, mask, len(table.names), mask_topic=conn.topic,
+                                      truth_topic=topics.output_topic(ns, topics.GROUND_TRUTH))
+            if mismatch:
+                raise BagError(mismatch)
             try:
                 confusion.update(label, mask)
             except ValueError as err:
