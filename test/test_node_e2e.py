@@ -90,9 +90,16 @@ class Client:
         return self.received.get((camera, stamp), {})
 
     def send_and_wait(self, camera, msg, timeout=15.0):
-        self.pubs[camera].publish(msg)
-        stamp = msg.header.stamp.sec
-        return wait_for(lambda: len(self.outputs(camera, stamp)) == len(OUTPUTS), timeout)
+        stamp, sent = msg.header.stamp.sec, []
+
+        def answered():
+            # Resent after a second unanswered: a node that has not yet matched our subscriptions
+            # rightly skips the frame (nobody wants it).
+            if not sent or (time.monotonic() - sent[-1] > 1.0 and not self.outputs(camera, stamp)):
+                self.pubs[camera].publish(msg)
+                sent.append(time.monotonic())
+            return len(self.outputs(camera, stamp)) == len(OUTPUTS)
+        return wait_for(answered, timeout)
 
     def diagnostic_values(self, camera_ns):
         for array in reversed(self.diagnostics):
@@ -258,7 +265,8 @@ def test_bad_frames_are_rejected_counted_and_the_next_good_frame_is_right(live, 
 
     def counted():
         left, _ = client.diagnostic_values('/cam_left')
-        return front_count('frames_processed') == 1 and int(left['frames_rejected']) == 1
+        # The good frame was processed (twice only if it had to be resent); the bad ones never.
+        return front_count('frames_processed') >= 1 and int(left['frames_rejected']) == 1
     assert wait_for(counted, 5), (before, client.diagnostic_values('/cam_front')[0])
     assert front_count('frames_rejected') == len(BAD_FRAMES)
     assert front_count('frames_dropped') == 0

@@ -29,9 +29,16 @@ STORE = Path('.cache') / 'Microsoft' / 'DeveloperTools' / '.onnxruntime'
 RECORDING_SINCE = (1, 31)
 
 
+# onnxruntime records nothing where these say it runs under CI (checked: no store with CI=true), which
+# would make both checks below pass vacuously in CI: the tools run without them.
+CI_VARIABLES = ('CI', 'CONTINUOUS_INTEGRATION', 'BUILD_NUMBER', 'TF_BUILD', 'GITHUB_ACTIONS', 'GITLAB_CI',
+                'JENKINS_URL', 'TRAVIS', 'CIRCLECI', 'BUILDKITE', 'CODEBUILD_BUILD_ID')
+
+
 def private_env(home: Path, *, opt_in: bool = False) -> dict[str, str]:
-    """This process's environment with a fresh home, without the telemetry settings it inherited."""
-    env = {k: v for k, v in os.environ.items() if k not in TELEMETRY_OFF and k != OPT_IN}
+    """This process's environment with a fresh home, without the telemetry settings or CI markers it had."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in TELEMETRY_OFF and k != OPT_IN and k not in CI_VARIABLES}
     env |= {'HOME': str(home), 'XDG_CACHE_HOME': str(home / '.cache')}
     if opt_in:
         env[OPT_IN] = '1'

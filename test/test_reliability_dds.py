@@ -85,6 +85,14 @@ def live(tmp_path_factory):
     try:
         process.wait_ready()
         assert wait_for(client.connected, 30), 'seg_node and the test client did not discover each other'
+        # Until the node has matched our mask subscriptions it rightly skips frames (nobody wants
+        # them): one answered frame per camera (stamp 0) before the tests count anything.
+        for camera in (FRONT, LEFT):
+            def answered(camera=camera):
+                if client.mask(camera, 0) is None:
+                    client.send(camera, 0)
+                return client.mask(camera, 0) is not None
+            assert wait_for(answered, 30, period=0.5), process.output
         yield process, client
     finally:
         client.ros.close()
