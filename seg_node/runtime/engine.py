@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +283,22 @@ class SegmentationEngine:
         """Segment RGB uint8 frames (any sizes); results keep the order of ``images``."""
         results: list[Segmentation | None] = [None] * len(images)
         timing = EngineTiming(batch_size=len(images))
+        t0 = time.perf_counter()
+        for chunk, batch in self._batches(images):
+            t1 = time.perf_counter()
+            masks, confidence = self.run(batch, want_confidence=want_confidence)
+            t2 = time.perf_counter()
+            timing.preprocess_ms += (t1 - t0) * 1e3
+            timing.inference_ms += (t2 - t1) * 1e3
+            for row, index in enumerate(chunk):
+                conf = confidence[row] if confidence is not None else None
+                results[index] = Segmentation(masks[row], conf)
+            t0 = time.perf_counter()
+        self.last_timing = timing
+        return results  # type: ignore[return-value]
+
+    def _batches(self, images: Sequence[np.ndarray]) -> Iterator[tuple[list[int], np.ndarray]]:
+        """(indices into ``images``, uint8 batch) per runtime call: frames of one input size, max_batch at most."""
         groups: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
             groups.setdefault(self.input_size_for(image.shape), []).append(index)
@@ -290,18 +306,7 @@ class SegmentationEngine:
             step = self.max_batch or len(indices)
             for start in range(0, len(indices), step):
                 chunk = indices[start:start + step]
-                t0 = time.perf_counter()
-                batch = self._batch([images[i] for i in chunk], size)
-                t1 = time.perf_counter()
-                masks, confidence = self.run(batch, want_confidence=want_confidence)
-                t2 = time.perf_counter()
-                timing.preprocess_ms += (t1 - t0) * 1e3
-                timing.inference_ms += (t2 - t1) * 1e3
-                for row, index in enumerate(chunk):
-                    conf = confidence[row] if confidence is not None else None
-                    results[index] = Segmentation(masks[row], conf)
-        self.last_timing = timing
-        return results  # type: ignore[return-value]
+                yield chunk, self._batch([images[i] for i in chunk], size)
 
     def _batch(self, images: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
         rows = self.spec.batch_size or len(images)
@@ -353,17 +358,10 @@ class SegmentationEngine:
 
         session = self.probability_session(model_bytes)
         results: list[np.ndarray | None] = [None] * len(images)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, image in enumerate(images):
-            groups.setdefault(self.input_size_for(image.shape), []).append(index)
-        for size, indices in groups.items():
-            step = self.max_batch or len(indices)
-            for start in range(0, len(indices), step):
-                chunk = indices[start:start + step]
-                batch = self._batch([images[i] for i in chunk], size)
-                (scores,) = session.run([PROBABILITIES], {INPUT: np.ascontiguousarray(batch)})
-                for row, index in enumerate(chunk):
-                    results[index] = scores[row]
+        for chunk, batch in self._batches(images):
+            (scores,) = session.run([PROBABILITIES], {INPUT: np.ascontiguousarray(batch)})
+            for row, index in enumerate(chunk):
+                results[index] = scores[row]
         return results  # type: ignore[return-value]
 
     def probability_session(self, model_bytes: bytes | None = None) -> ort.InferenceSession:
