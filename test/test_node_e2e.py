@@ -321,5 +321,5 @@ def test_sigint_stops_a_working_node_cleanly_within_two_seconds(tmp_path):
     finally:
         peer.close()
         process.stop(signal.SIGKILL)
-    assert code == 0 and elapsed < 2.0, f'exit {code} after {elapsed:.2f} s'
+    assert code == 0 and elapsed < 2.0, f'exit {code} after {elapsed:.2f} s:\n{process.output}'
     assert 'Traceback' not in process.output

@@ -24,6 +24,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from seg_node.errors import one_line
 from seg_node.ros.camera import CameraIO, labels_message, qos
 from seg_node.ros.diagnostics import Limits, camera_status, engine_status
 from seg_node.ros.model_switch import ModelSwitch
@@ -302,6 +303,12 @@ def spin(make_node: Callable[[], Node], args: list[str] | None) -> int:
             node.stop()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception as err:
+        if rclpy.ok():
+            raise
+        # A signal shut the context down while the executor or the worker was still using it;
+        # the stop is what was asked for, so it ends cleanly (one log line, no traceback).
+        rclpy.logging.get_logger('seg_node').info(f'stopped while shutting down ({one_line(err)})')
     finally:
         rclpy.try_shutdown()
     return 0
