@@ -72,8 +72,16 @@ PY
   if scripts/isolated.sh "$venv/bin/python" -m pytest -q -p no:cacheprovider "${TESTS[@]}" 2>&1 | tee ".matrix/$row.log" | tail -n 3; then
     result=$(grep -E '^[0-9]+ passed|passed' ".matrix/$row.log" | tail -1)
   else
-    result="FAILED: $(grep -E 'failed|error' ".matrix/$row.log" | tail -1)"
-    failed=1
+    # One second run of a failed row, reported as such: a DDS timing flake on a busy 2-core machine
+    # shows up in the summary without sinking the run; a real failure fails twice.
+    first=$(grep -E '^FAILED|failed' ".matrix/$row.log" | head -3 | tr '\n' ' ')
+    cp ".matrix/$row.log" ".matrix/$row.first.log"
+    if scripts/isolated.sh "$venv/bin/python" -m pytest -q -p no:cacheprovider "${TESTS[@]}" > ".matrix/$row.log" 2>&1; then
+      result="passed on the second run ($(grep -E 'passed' ".matrix/$row.log" | tail -1)); first run: $first"
+    else
+      result="FAILED twice: $(grep -E 'failed|error' ".matrix/$row.log" | tail -1)"
+      failed=1
+    fi
   fi
   summary+=("$row: $versions; install $((installed - started)) s, tests $(( $(date +%s) - installed )) s; $result")
 done
