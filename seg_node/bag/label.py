@@ -98,7 +98,8 @@ def label_bag(in_bag: str | Path, out_bag: str | Path, model: str | Path,
                              probabilities_dir=options.probabilities_dir)
         result = LabelResult(dict.fromkeys(cameras, 0), engine.provider)
         with BagWriter(out_bag, force=options.force, storage=options.storage) as out:
-            _write_labels(out, engine, str(model), cameras, reader.start_time)
+            write_labels(out, ClassTable(engine.spec.classes, engine.spec.palette), str(model), cameras,
+                         reader.start_time)
             batch: list[_Pending] = []
             total = sum(c.msgcount for c in reader.connections)
             for conn, timestamp, raw in tqdm(reader.messages(), total=total, desc='label', unit='msg',
@@ -108,12 +109,7 @@ def label_bag(in_bag: str | Path, out_bag: str | Path, model: str | Path,
                 out.write_raw(conn.topic, conn.msgtype, raw, timestamp, typestore=reader.typestore)
                 if conn.topic not in result.frames:
                     continue
-                msg = reader.deserialize(raw, conn.msgtype)
-                try:
-                    rgb = message_to_rgb(msg)
-                except ImageConversionError as err:
-                    text = f'{conn.topic} at {timestamp} ns cannot be labelled: {err}'
-                    raise BagError(text) from None
+                msg, rgb = frame_rgb(reader, conn, timestamp, raw)
                 batch.append(_Pending(conn.topic, msg.header, timestamp, rgb))
                 if len(batch) >= options.batch:
                     labeller.write(batch, out, result)
@@ -135,11 +131,18 @@ def _prepare_probabilities(engine: SegmentationEngine, folder: Path, *, force: b
         raise BagError(msg) from None
 
 
-def _write_labels(out: BagWriter, engine: SegmentationEngine, model: str, cameras: Sequence[str],
-                  timestamp: int) -> None:
-    # The node's JSON class table (what it publishes without vision_msgs), so the labelled bag
-    # carries the labels topic that `seg_bag eval` and `seg_bag video` read.
-    table = ClassTable(engine.spec.classes, engine.spec.palette)
+def frame_rgb(reader: Any, conn: Any, timestamp: int, raw: bytes) -> tuple[Any, np.ndarray]:
+    """A camera message of a bag and its RGB pixels; BagError naming the topic and time if it has none."""
+    msg = reader.deserialize(raw, conn.msgtype)
+    try:
+        return msg, message_to_rgb(msg)
+    except ImageConversionError as err:
+        text = f'{conn.topic} at {timestamp} ns cannot be labelled: {err}'
+        raise BagError(text) from None
+
+
+def write_labels(out: BagWriter, table: ClassTable, model: str, cameras: Sequence[str], timestamp: int) -> None:
+    """The node's JSON class table on each camera's labels topic (what `seg_bag eval` and `video` read)."""
     message = messages.String(data=labels_json(table, model))
     for camera in cameras:
         out.write(topics.segmentation_topic(camera, topics.LABELS), message, timestamp)

@@ -40,12 +40,11 @@ from seg_node.bag.bagio import (
     open_bag,
 )
 from seg_node.bag.evaluate import mask_of, table_mismatch
+from seg_node.bag.label import frame_rgb, write_labels
 from seg_node.errors import one_line
 from seg_node.fleet.plan import Shard, write_json_atomic
 from seg_node.model.classes import ClassTable
 from seg_node.msg import topics
-from seg_node.msg.image import ImageConversionError, message_to_rgb
-from seg_node.msg.labels import labels_json
 from seg_node.runtime.config import EngineConfig
 from seg_node.runtime.engine import SegmentationEngine
 from seg_node.runtime.loader import LOAD_ERRORS, ModelRequest, load_model
@@ -200,9 +199,7 @@ class ShardWorker:
             try:
                 if writer is not None and shard.index == 0:
                     # As seg_bag label: the class table once per camera, at the bag's start.
-                    message = messages.String(data=labels_json(table, config.model))
-                    for camera in cameras:
-                        writer.write(topics.segmentation_topic(camera, topics.LABELS), message, reader.start_time)
+                    write_labels(writer, table, config.model, cameras, reader.start_time)
                 conns = list(reader.connections) if writing else camera_conns
                 pending: list[_Frame] = []
                 for conn, timestamp, raw in reader.messages(connections=conns, start=shard.start, stop=shard.stop):
@@ -213,12 +210,7 @@ class ShardWorker:
                     if conn.topic not in state.frames:
                         continue
                     t0 = time.perf_counter()
-                    msg = reader.deserialize(raw, conn.msgtype)
-                    try:
-                        rgb = message_to_rgb(msg)
-                    except ImageConversionError as err:
-                        text = f'{conn.topic} at {timestamp} ns cannot be labelled: {err}'
-                        raise BagError(text) from None
+                    msg, rgb = frame_rgb(reader, conn, timestamp, raw)
                     pending.append(_Frame(conn.topic, msg.header, timestamp, rgb, (time.perf_counter() - t0) * 1e3))
                     if len(pending) >= config.batch:
                         self._flush(state, pending)
