@@ -20,6 +20,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument('--cameras', type=int, default=1)
     parser.add_argument('--seconds', type=float, default=8.0)
+    parser.add_argument('--outputs', default=','.join(OUTPUTS),
+                        help='comma-separated outputs to subscribe to (the node computes only these)')
     args = parser.parse_args()
     rclpy.init()
     node = Node('bench_monitor')
@@ -41,7 +43,7 @@ def main() -> None:
 
     subs = []
     for cam in range(args.cameras):
-        for name in OUTPUTS:
+        for name in args.outputs.split(','):
             topic = output_topic(cam, name)
             # raw=True: the callback gets the serialized bytes, so a 6 MB image costs no Python copy.
             subs.append(node.create_subscription(Image, topic, lambda raw, t=topic: on_output(t, raw), qos, raw=True))

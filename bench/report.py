@@ -119,46 +119,69 @@ def _check(ok: bool) -> str:
     return 'met' if ok else '**missed**'
 
 
+def cpu_ms_per_frame(case: dict) -> float:
+    """The node's CPU time (all threads) per delivered frame, in ms."""
+    rate = case['output_rate_hz']
+    return case['node_cpu_percent'] * 10 / rate if rate else float('nan')
+
+
 def _targets(results: dict, by_key: dict) -> list[str]:
-    """The issue's CPU targets against this run's figures."""
-    head = by_key.get(('seg_node', '2 cam rgb8 30 Hz'))
-    base = by_key.get(('baseline', '2 cam rgb8 30 Hz'))
-    if not head:
+    """Issue 18's CPU targets against this run's figures."""
+    full = by_key.get(('seg_node-full', '2 cam rgb8 30 Hz'))
+    shipped = by_key.get(('seg_node', '2 cam rgb8 30 Hz'))
+    floor = by_key.get(('floor', '2 cam rgb8 30 Hz'))
+    if not full or not shipped:
         return []
-    lat = head['latency_ms']
-    stages = _stages(head)
-    outside = _outside_model(stages) if stages else float('nan')
-    rows = [
-        ('frames with a mask, 2 cameras x 30 Hz', '>= 95 %', f'{head["delivered_fraction"]:.1%}',
-         _check(head['delivered_fraction'] >= 0.95)),
-        ('latency p50', '<= 25 ms', f'{lat["p50"]:.1f} ms', _check(lat['p50'] <= 25)),
-        ('latency p99', '<= 50 ms', f'{lat["p99"]:.1f} ms', _check(lat['p99'] <= 50)),
-        ('everything but the model, per frame', '<= 10 ms', f'{outside:.1f} ms', _check(outside <= 10)),
-    ]
-    if base and base['stages_ms']:
-        base_outside = _outside_model(_stages(base))
-        rows.append(('... compared with the baseline', '>= 4x less', f'{base_outside / outside:.1f}x less',
-                     _check(base_outside / outside >= 4)))
-    one = by_key.get(('seg_node', '1 cam rgb8 30 Hz'))
-    if one:
-        rows.append(('for scale: 1 camera x 30 Hz, frames / p50 / p99', '', f'{one["delivered_fraction"]:.1%} / '
-                     f'{one["latency_ms"]["p50"]:.1f} / {one["latency_ms"]["p99"]:.1f} ms', ''))
-    for r in results.get('engine_micro', []):
-        batch_key = next(k for k in r if k.startswith('engine_batch'))
-        rows.append((f'{r["algorithm"]}: engine vs bare ONNX Runtime', 'within 10 %',
-                     f'{r["engine_vs_bare_ort"]:.2f}x', _check(r['engine_vs_bare_ort'] <= 1.10)))
-        rows.append((f'{r["algorithm"]}: batch per frame vs one at a time', 'never slower',
-                     f'{r[batch_key] / r["engine_ms"]:.2f}x', _check(r[batch_key] <= r['engine_ms'] * 1.03)))
-    lines = ['', '## Targets (issue 5, this 2-core CPU machine) against this run', '',
+    rows = []
+
+    def latency_rows(case: dict, label: str, frames_goal: float) -> None:
+        lat = case['latency_ms']
+        rows.append((f'{label}: frames delivered', f'>= {frames_goal:.0%}', f'{case["delivered_fraction"]:.1%}',
+                     _check(case['delivered_fraction'] >= frames_goal)))
+        rows.append((f'{label}: latency p50 / p99', '<= 25 / 50 ms', f'{lat["p50"]:.1f} / {lat["p99"]:.1f} ms',
+                     _check(lat['p50'] <= 25 and lat['p99'] <= 50)))
+
+    latency_rows(full, '2 cameras x 30 Hz, every output at full resolution', 0.95)
+    rows.append(('2 cameras x 30 Hz, shipped defaults: frames delivered', '>= 98 %',
+                 f'{shipped["delivered_fraction"]:.1%}', _check(shipped['delivered_fraction'] >= 0.98)))
+    if floor:
+        ratio = shipped['latency_ms']['p50'] / floor['latency_ms']['p50']
+        rows.append(('... latency p50 against the floor\'s', '<= 1.5x',
+                     f'{shipped["latency_ms"]["p50"]:.1f} / {floor["latency_ms"]["p50"]:.1f} ms = {ratio:.2f}x',
+                     _check(ratio <= 1.5)))
+    four = by_key.get(('seg_node', '4 cam rgb8 30 Hz mask'))
+    four_floor = by_key.get(('floor', '4 cam rgb8 30 Hz mask'))
+    if four and four_floor:
+        share = four['delivered_fraction'] / four_floor['delivered_fraction']
+        rows.append(('4 cameras x 30 Hz, mask only: delivered against the floor', '>= 90 %',
+                     f'{four["delivered_fraction"]:.1%} / {four_floor["delivered_fraction"]:.1%} = {share:.0%}',
+                     _check(share >= 0.9)))
+    stages = _stages(full)
+    if stages:
+        cpu = cpu_ms_per_frame(full)
+        inference = stages.get('inference', float('nan'))
+        outside = cpu - inference
+        rows.append(('CPU per frame outside the model (node CPU per frame - inference wall time), full outputs',
+                     '<= 8 ms', f'{cpu:.1f} - {inference:.1f} = {outside:.1f} ms', _check(outside <= 8)))
+        held = sum(stages.get(k, 0.0) for k in ('convert', 'preprocess', 'render'))
+        rows.append(('... of it in Python with the GIL (upper bound: convert + preprocess + render wall time)',
+                     '<= 4 ms', f'{held:.1f} ms', _check(held <= 4)))
+    logits = by_key.get(('seg_node', '2 cam rgb8 30 Hz mask logits7'))
+    if logits:
+        latency_rows(logits, '2 cameras x 30 Hz, mask only, 7-class float logits at 960x540', 0.95)
+    tiny = results.get('engine_tiny')
+    if tiny:
+        rows.append(('tiny model: engine (masks) against a bare ONNX Runtime session', '<= 1.5x',
+                     f'{tiny["engine_ms"]:.2f} / {tiny["bare_ms"]:.2f} ms = {tiny["engine_ms"] / tiny["bare_ms"]:.2f}x',
+                     _check(tiny['engine_ms'] <= 1.5 * tiny['bare_ms'])))
+    lines = ['', '## Targets (issue 18, this 2-core CPU machine) against this run', '',
              '| target | goal | this run | |', '|---|---|---|---|']
     lines += [f'| {a} | {b} | {c} | {d} |' for a, b, c, d in rows]
-    lines += ['', '"Never slower" allows 3 % for timing noise.', '',
-              'Why the two-camera figures fall short here: every frame moves about 20 MB through rclpy '
-              '(a 6 MB input and 14 MB of mask, colour mask and overlay), and publishing those outputs costs '
-              '8-10 ms per frame while holding the GIL (see "publish" above), on two cores that the playback '
-              'and monitor processes share, each moving the same bytes. One camera at 30 Hz stays within the '
-              'latency budget; the measured ideas that did not help (a separate publishing thread, '
-              'serialized publishing) are described below, "How the data path is built".']
+    lines += ['', 'CPU per frame counts every thread of the node (ONNX Runtime\'s, Fast DDS\'s, the '
+              'executor and the worker) over the frames it delivered; the inference stage is wall time '
+              'on two intra-op threads, so the difference is an estimate. OpenCV, ONNX Runtime and the '
+              'serialized publish release the GIL; the GIL figure counts the whole of each stage that '
+              'calls them, so it is an upper bound.']
     return lines
 
 
@@ -188,7 +211,7 @@ def write_report(results: dict, path: Path) -> None:
     for r in results['cases']:
         lat = r['latency_ms']
         base = by_key.get(('baseline', r['name']))
-        ratio = _ratio(lat['p50'], base['latency_ms']['p50']) if r['impl'] == 'seg_node' and base else ''
+        ratio = _ratio(lat['p50'], base['latency_ms']['p50']) if r['impl'].startswith('seg_node') and base else ''
         floor = by_key.get(('floor', r['name']))
         above = (f'{lat["p50"] / floor["latency_ms"]["p50"]:.2f}x' if floor and r['impl'] != 'floor'
                  and floor['latency_ms']['p50'] > 0 else '')
@@ -208,7 +231,7 @@ def write_report(results: dict, path: Path) -> None:
         outside = _outside_model(stages)
         base = by_key.get(('baseline', r['name']))
         ratio = ''
-        if r['impl'] == 'seg_node' and base and base['stages_ms']:
+        if r['impl'].startswith('seg_node') and base and base['stages_ms']:
             base_outside = _outside_model(_stages(base))
             ratio = f'{base_outside / outside:.1f}x less' if outside else ''
         cells = [_fmt(stages.get(k, float('nan')), 2) for k in ('convert', 'preprocess', 'inference', 'render',

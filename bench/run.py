@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from bench.common import camera_topic, output_topic
+from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from seg_node.model.known_answer import palette_classifier
 from seg_node.ros.harness import ChildProcess
 
@@ -38,11 +39,15 @@ class Case:
     rate_hz: float
     compressed: bool = False
     seconds: float = 6.0
+    outputs: tuple[str, ...] = ('mask', 'color_mask', 'overlay')  # what the monitor subscribes to
+    model: str = 'tiny'  # a key of MODELS
 
     @property
     def name(self) -> str:
         """Short label for tables."""
-        return f'{self.cameras} cam {"jpeg" if self.compressed else "rgb8"} {self.rate_hz:g} Hz'
+        what = '' if self.outputs == Case.outputs else ' ' + '+'.join(self.outputs)
+        model = '' if self.model == 'tiny' else f' {self.model}'
+        return f'{self.cameras} cam {"jpeg" if self.compressed else "rgb8"} {self.rate_hz:g} Hz{what}{model}'
 
 
 class ProcSampler:
@@ -79,6 +84,18 @@ class ProcSampler:
         return 100 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
 
+# seg_node as shipped, and the variants that say what each part of the data path buys: every
+# output at the camera's resolution (``-full``), then also rclpy messages instead of serialized
+# CDR (``-plain``), then also synchronous publication (``-sync``, rclpy's default before).
+VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
+    'seg_node': ([], {}),
+    'seg_node-full': (['visualization_resolution:=input'], {}),
+    'seg_node-full-plain': (['visualization_resolution:=input', 'data_path:=plain'], {}),
+    'seg_node-full-plain-sync': (['visualization_resolution:=input', 'data_path:=plain'],
+                                 {'RMW_FASTRTPS_PUBLICATION_MODE': 'SYNCHRONOUS'}),
+}
+
+
 def node_command(impl: str, case: Case, model: Path) -> list[str]:
     """Command line of the node under test."""
     topics = '[' + ', '.join(camera_topic(i, case.compressed) for i in range(case.cameras)) + ']'
@@ -87,21 +104,23 @@ def node_command(impl: str, case: Case, model: Path) -> list[str]:
                 '-p', f'image_topics:={topics}']
     if impl == 'floor':
         return [sys.executable, '-m', 'bench.floor_node', '--ros-args', '-p', f'image_topics:={topics}']
-    extra = [arg for param in os.environ.get('BENCH_NODE_PARAMS', '').split() for arg in ('-p', param)]
+    params = VARIANTS[impl][0] + os.environ.get('BENCH_NODE_PARAMS', '').split()
+    extra = [arg for param in params for arg in ('-p', param)]
     return [sys.executable, '-m', 'seg_node.ros.node', '--ros-args', '-p', f'model_path:={model}',
             '-p', f'image_topics:={topics}', '-p', 'providers:=[cpu]', *extra]
 
 
 def run_case(impl: str, case: Case, model: Path, domain: int) -> dict:
     """Run one case and summarize what the monitor saw."""
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1')
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1', **VARIANTS.get(impl, ([], {}))[1])
     node = ChildProcess(node_command(impl, case, model), env=env, cwd=REPO)
     processes = [node]
     try:
         node.wait_for_line('segmenting', 60)
         sampler = ProcSampler(node.proc.pid)
         monitor = ChildProcess([sys.executable, '-m', 'bench.monitor', '--cameras', str(case.cameras),
-                           '--seconds', str(case.seconds + 9)], env=env, cwd=REPO)
+                                '--seconds', str(case.seconds + 9), '--outputs', ','.join(case.outputs)],
+                               env=env, cwd=REPO)
         monitor.wait_for_line('MONITOR READY', 40)
         playback = ChildProcess([sys.executable, '-m', 'bench.playback', '--cameras', str(case.cameras),
                             '--rate', str(case.rate_hz), '--seconds', str(case.seconds)]
@@ -173,6 +192,17 @@ def tiny_model(path: Path) -> Path:
     return path
 
 
+def logits_model(path: Path) -> Path:
+    """A 7-class float-logits model at half resolution, output stride 1: argmax over 960x540 per frame."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(palette_classifier(CITYSCAPES_PALETTE[:7], classes=CITYSCAPES_CLASSES[:7],
+                                 input_size=(540, 960)), path)
+    return path
+
+
+MODELS = {'tiny': tiny_model, 'logits7': logits_model}
+
+
 def machine() -> dict:
     """Where the figures were measured."""
     import onnxruntime
@@ -189,12 +219,16 @@ def machine() -> dict:
 MATRIX = [
     Case(2, 30.0),  # the headline target
     Case(1, 10.0), Case(1, 30.0), Case(1, 60.0),
-    Case(4, 30.0),
+    Case(4, 30.0), Case(4, 30.0, outputs=('mask',)),
+    Case(2, 30.0, outputs=('mask',), model='logits7'),
     Case(1, 30.0, compressed=True), Case(2, 30.0, compressed=True),
 ]
 OVERLOAD = Case(2, 60.0, seconds=8.0)
-# The node under test, a typical first version, and the floor: the middleware alone (bench/floor_node.py).
-IMPLEMENTATIONS = ('seg_node', 'baseline', 'floor')
+# seg_node as shipped and with every output at full resolution, a typical first version (the
+# baseline), and the floor: the middleware alone (bench/floor_node.py).
+IMPLEMENTATIONS = ('seg_node', 'seg_node-full', 'baseline', 'floor')
+# What each part of the data path buys, on the headline case only.
+ABLATIONS = ('seg_node-full-plain', 'seg_node-full-plain-sync')
 
 
 def main() -> None:
@@ -203,17 +237,19 @@ def main() -> None:
     parser.add_argument('--output', type=Path, default=OUT)
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    model = tiny_model(args.output / 'tiny_contract_model.onnx')
+    models = {name: build(args.output / f'{name}_contract_model.onnx') for name, build in MODELS.items()}
+    model = models['tiny']
     domain = int(os.environ.get('ROS_DOMAIN_ID', '50'))
     results = {'machine': machine(), 'command': 'make bench', 'cases': [], 'overload': [], 'peak': {},
                'sections': []}
     matrix = MATRIX[:1] if args.quick else MATRIX
     for case in matrix:
-        for impl in IMPLEMENTATIONS:
+        impls = IMPLEMENTATIONS + (ABLATIONS if case == MATRIX[0] else ())
+        for impl in impls:
             domain = domain % 200 + 1
-            result = run_case(impl, case, model, domain)
+            result = run_case(impl, case, models[case.model], domain)
             results['cases'].append(result)
-            print(f'{impl:9s} {case.name:22s} delivered {result["delivered_fraction"]:6.1%}  '
+            print(f'{impl:24s} {case.name:34s} delivered {result["delivered_fraction"]:6.1%}  '
                   f'p50 {result["latency_ms"]["p50"]:7.1f} ms  p99 {result["latency_ms"]["p99"]:7.1f} ms  '
                   f'cpu {result["node_cpu_percent"]:5.0f} %', flush=True)
     if not args.quick:

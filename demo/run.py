@@ -100,7 +100,9 @@ def start_node(model: Path, image_topics: list[str], log: Path, providers: list[
     """seg_node started as a user would, with its log in ``log``."""
     params = {'model_path': str(model), 'image_topics': image_topics, 'providers': providers,
               # A reliable, queued input: frames are lost only if the node falls behind.
-              'input_reliability': 'reliable', 'input_depth': 10, 'diagnostics_period_s': 0.5}
+              'input_reliability': 'reliable', 'input_depth': 10, 'diagnostics_period_s': 0.5,
+              # The video and contact sheet are what people share: overlays at the camera's size.
+              'visualization_resolution': 'input'}
     return NodeProcess(params, cwd=REPO, log=log)
 
 

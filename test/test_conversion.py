@@ -1,10 +1,15 @@
-"""Image / CompressedImage <-> numpy: every encoding, padding, byte order, and bad input."""
+"""Image / CompressedImage <-> numpy: every encoding, padding, byte order, and bad input.
+
+Each case runs on both data paths: the rclpy message (plain) and its serialized CDR bytes read
+by ``msg.cdr`` (the node's default): they must give the same pixels and the same rejections.
+"""
 
 import array
 
 import cv2
 import numpy as np
 import pytest
+from rclpy.serialization import serialize_message
 from rosbags.image import message_to_cvimage
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -17,8 +22,19 @@ from seg_node.msg.image import (
     image_to_rgb,
     message_to_rgb,
 )
+from seg_node.ros.transport import take_frame
 
 RNG = np.random.default_rng(7)
+PATHS = ['plain', 'serialized']
+
+
+def through(path, msg):
+    """``msg`` as the worker sees it on ``path``: the message itself, or read from its CDR bytes."""
+    if path == 'plain':
+        return msg
+    frame, deserialized = take_frame(serialize_message(msg), isinstance(msg, CompressedImage))
+    assert not deserialized  # the CDR reader read it itself
+    return frame
 RGB = RNG.integers(0, 256, (6, 10, 3), dtype=np.uint8)
 
 
@@ -43,38 +59,42 @@ EIGHT_BIT = [
 ]
 
 
+@pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('padding', [0, 1, 6])
 @pytest.mark.parametrize(('encoding', 'pixels', 'expected'), EIGHT_BIT, ids=[e[0] for e in EIGHT_BIT])
-def test_eight_bit_encodings_with_row_padding(encoding, pixels, expected, padding):
-    np.testing.assert_array_equal(image_to_rgb(make_image(pixels, encoding, padding)), expected)
+def test_eight_bit_encodings_with_row_padding(encoding, pixels, expected, padding, path):
+    np.testing.assert_array_equal(image_to_rgb(through(path, make_image(pixels, encoding, padding))), expected)
 
 
-def test_unpadded_rgb8_is_a_view_without_copy():
-    msg = make_image(RGB, 'rgb8')
+@pytest.mark.parametrize('path', PATHS)
+def test_unpadded_rgb8_is_a_view_without_copy(path):
+    msg = through(path, make_image(RGB, 'rgb8'))
     rgb = image_to_rgb(msg)
     assert not rgb.flags.owndata
     assert np.shares_memory(rgb, np.frombuffer(msg.data, np.uint8))
 
 
+@pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('bigendian', [False, True])
 @pytest.mark.parametrize('padding', [0, 2])
 @pytest.mark.parametrize('encoding', ['rgb16', 'bgr16', 'mono16', 'rgba16'])
-def test_sixteen_bit_encodings_in_both_byte_orders(encoding, padding, bigendian):
+def test_sixteen_bit_encodings_in_both_byte_orders(encoding, padding, bigendian, path):
     wide = RGB.astype(np.uint16) * 257  # 8-bit value v becomes v * 257: exactly v after scaling
     pixels = {'rgb16': wide, 'bgr16': wide[..., ::-1], 'mono16': wide[..., 0],
               'rgba16': np.dstack([wide, wide[..., :1]])}[encoding]
     expected = np.repeat(RGB[..., :1], 3, 2) if encoding == 'mono16' else RGB
-    out = image_to_rgb(make_image(np.ascontiguousarray(pixels), encoding, padding, bigendian))
+    out = image_to_rgb(through(path, make_image(np.ascontiguousarray(pixels), encoding, padding, bigendian)))
     np.testing.assert_array_equal(out, expected)
 
 
+@pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('encoding', ['yuv422', 'yuv422_yuy2', 'bayer_rggb8', 'bayer_gbrg8'])
-def test_long_tail_encodings_match_rosbags_image(encoding):
+def test_long_tail_encodings_match_rosbags_image(encoding, path):
     channels = 2 if encoding.startswith('yuv') else 1
     pixels = RNG.integers(0, 256, (6, 10, channels), dtype=np.uint8)
     pixels = pixels[..., 0] if channels == 1 else pixels
     msg = make_image(pixels, encoding)
-    np.testing.assert_array_equal(image_to_rgb(msg), message_to_cvimage(msg, 'rgb8'))
+    np.testing.assert_array_equal(image_to_rgb(through(path, msg)), message_to_cvimage(msg, 'rgb8'))
 
 
 def _image(**fields):
@@ -96,10 +116,11 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize(('msg', 'reason'), BAD, ids=[b[1][:30] for b in BAD])
-def test_bad_images_are_rejected_with_the_reason(msg, reason):
+def test_bad_images_are_rejected_with_the_reason(msg, reason, path):
     with pytest.raises(ImageConversionError, match=reason):
-        image_to_rgb(msg)
+        image_to_rgb(through(path, msg))
 
 
 # Both decoding paths on whatever OpenCV is installed: straight to RGB where OpenCV has the flag
@@ -113,15 +134,16 @@ def test_the_decode_path_follows_the_installed_opencv():
     assert (image_module._IMREAD_RGB is not None) == ((major, minor) >= (4, 11)), cv2.__version__
 
 
+@pytest.mark.parametrize('data_path', PATHS)
 @pytest.mark.parametrize('path', DECODE_PATHS)
 @pytest.mark.parametrize('fmt', ['png', 'jpeg'])
-def test_compressed_round_trip(fmt, path, monkeypatch):
+def test_compressed_round_trip(fmt, path, data_path, monkeypatch):
     if path == 'bgr-fallback':
         monkeypatch.setattr(image_module, '_IMREAD_RGB', None)
     smooth = cv2.resize(RGB, (64, 48), interpolation=cv2.INTER_LINEAR)
     msg = CompressedImage(format=fmt)
     msg.data = encode_compressed(smooth, fmt, quality=100)
-    out = message_to_rgb(msg)
+    out = message_to_rgb(through(data_path, msg))
     assert out.shape == smooth.shape
     error = np.abs(out.astype(int) - smooth.astype(int))
     if fmt == 'png':
@@ -131,12 +153,13 @@ def test_compressed_round_trip(fmt, path, monkeypatch):
         assert error.mean() < 3
 
 
+@pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('data', [b'', b'\xff\xd8\xff\xe0 truncated', b'\x89PNG\r\n\x1a\n' + b'x' * 20])
-def test_corrupt_compressed_data_is_rejected(data):
+def test_corrupt_compressed_data_is_rejected(data, path):
     msg = CompressedImage(format='jpeg')
     msg.data = data
     with pytest.raises(ImageConversionError, match='compressed'):
-        compressed_to_rgb(msg)
+        compressed_to_rgb(through(path, msg))
 
 
 def test_message_buffer_backs_the_message_without_copying():

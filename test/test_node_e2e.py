@@ -1,5 +1,6 @@
 """seg_node end to end over real DDS: two cameras in, masks / overlays / labels out."""
 
+import functools
 import hashlib
 import json
 import signal
@@ -20,7 +21,9 @@ from seg_node.ros.camera import qos
 from seg_node.ros.diagnostics import OK
 from seg_node.ros.harness import NodeProcess, wait_for
 from seg_node.ros.spinning import BackgroundNode
-from seg_node.runtime.render import blend
+from seg_node.runtime.config import EngineConfig
+from seg_node.runtime.loader import ModelRequest, load_model
+from seg_node.runtime.render import blend, resize_image
 
 pytestmark = pytest.mark.dds
 
@@ -109,16 +112,25 @@ class Client:
         return None, None
 
 
-@pytest.fixture(scope='module')
-def live(tmp_path_factory):
+MODEL_SIZE = (120, 160)
+# Both data paths; each with one of the visualization resolutions (input for the plain one, as
+# before the serialized path existed, and the shipped default, model, for the serialized one).
+VARIANTS = [('auto', 'model'), ('plain', 'input')]
+
+
+@pytest.fixture(scope='module', params=VARIANTS, ids=[f'{d}-{v}' for d, v in VARIANTS])
+def live(tmp_path_factory, request):
+    data_path, visualization = request.param
     model_path = tmp_path_factory.mktemp('model') / 'palette.onnx'
-    onnx.save(palette_classifier(input_size=(120, 160)), model_path)
+    onnx.save(palette_classifier(input_size=MODEL_SIZE), model_path)
     process = NodeProcess({
         'model_path': model_path, 'image_topics': [FRONT, LEFT], 'providers': ['cpu'],
         'input_reliability': 'reliable', 'input_depth': 10, 'publish_confidence': True,
         'overlay_alpha': ALPHA, 'diagnostics_period_s': 0.2, 'warn_throttle_s': 0.0,
+        'data_path': data_path, 'visualization_resolution': visualization,
     })
     process.model_path = model_path
+    process.data_path, process.visualization = data_path, visualization
     client = Client()
     try:
         process.wait_ready()
@@ -157,26 +169,48 @@ def test_masks_equal_ground_truth_away_from_boundaries(live, sent):
         assert not wrong.any(), f'{camera} stamp {stamp}: {wrong.sum()} pixels wrong away from edges'
 
 
+def test_the_node_says_which_data_path_it_runs(live):
+    process, _ = live
+    expected = ('serialized CDR in, serialized CDR' if process.data_path == 'auto'
+                else 'rclpy messages in, rclpy messages out')
+    assert wait_for(lambda: f'data path: {expected}' in process.output, 5), process.output
+
+
 def test_every_output_keeps_the_input_header_and_size(live, sent):
-    _, client = live
+    process, client = live
     for (camera, stamp), (rgb, _, frame_id) in sent.items():
         for name, msg in client.outputs(camera, stamp).items():
             assert msg.header.stamp.sec == stamp and msg.header.stamp.nanosec == 0
             assert msg.header.frame_id == frame_id, name
-            assert (msg.height, msg.width) == rgb.shape[:2], name
+            at_model = process.visualization == 'model' and name in ('color_mask', 'overlay')
+            assert (msg.height, msg.width) == (MODEL_SIZE if at_model else rgb.shape[:2]), name
             expected = 'rgb8' if name in ('color_mask', 'overlay') else 'mono8'
             assert msg.encoding == expected, name
 
 
+@functools.cache
+def reference_engine(model_path):
+    """The node's model, loaded in this process the way the node loads it."""
+    return load_model(ModelRequest(str(model_path), config=EngineConfig(providers=('cpu',)))).engine
+
+
 def test_color_mask_and_overlay_are_the_palette_colours_of_the_mask(live, sent):
-    _, client = live
+    process, client = live
     for (camera, stamp), (rgb, _, _) in sent.items():
         outputs = client.outputs(camera, stamp)
-        mask = as_array(outputs['mask'])
         colour = as_array(outputs['color_mask'])
-        np.testing.assert_array_equal(colour, PALETTE[mask])
         overlay = as_array(outputs['overlay'])
-        expected = blend(rgb, PALETTE[mask], ALPHA)
+        if process.visualization == 'input':
+            mask = as_array(outputs['mask'])
+            np.testing.assert_array_equal(colour, PALETTE[mask])
+            expected = blend(rgb, PALETTE[mask], ALPHA)
+        else:
+            # At the model's size: exactly the colours of the model's own output for this frame
+            # (the input-size masks are checked against the ground truth above), and the camera
+            # image shrunk to that size under them.
+            model_mask = reference_engine(process.model_path).segment([rgb])[0].class_mask
+            np.testing.assert_array_equal(colour, PALETTE[model_mask])
+            expected = blend(resize_image(rgb, MODEL_SIZE), colour, ALPHA)
         assert np.abs(overlay.astype(int) - expected.astype(int)).max() <= 1
 
 

@@ -32,7 +32,7 @@ ROSDEP_KEYS = {
     'rclpy': 'rclpy', 'rcl_interfaces': 'rcl_interfaces', 'sensor_msgs': 'sensor_msgs', 'std_msgs': 'std_msgs',
     'diagnostic_msgs': 'diagnostic_msgs', 'rosgraph_msgs': 'rosgraph_msgs', 'lifecycle_msgs': 'lifecycle_msgs',
     'vision_msgs': 'vision_msgs', 'ament_index_python': 'ament_index_python', 'launch': 'launch',
-    'launch_ros': 'launch_ros',
+    'launch_ros': 'launch_ros', 'builtin_interfaces': 'builtin_interfaces',
 }
 PIP_REQUIREMENTS = {'onnxruntime': 'onnxruntime-gpu', 'onnx': 'onnx', 'google': 'onnx', 'rosbags': 'rosbags'}
 

@@ -5,7 +5,7 @@ import pytest
 
 from seg_node.model.classes import CITYSCAPES_PALETTE
 from seg_node.runtime.engine import Segmentation
-from seg_node.runtime.render import blend, colorize, palette_lut, render_outputs, resize_nearest
+from seg_node.runtime.render import blend, colorize, palette_lut, render_outputs, resize_image, resize_nearest
 
 RNG = np.random.default_rng(3)
 PALETTE = np.asarray(CITYSCAPES_PALETTE, np.uint8)
@@ -45,11 +45,50 @@ def test_render_outputs_at_either_mask_resolution(resolution):
     full = resize_nearest(small, (60, 80))
     expected_mask = full if resolution == 'input' else small
     np.testing.assert_array_equal(out.class_mask, expected_mask)
-    # Colouring before or after the nearest upsample gives the same image.
-    np.testing.assert_array_equal(out.color_mask, PALETTE[expected_mask])
+    # Colouring before or after the nearest upsample gives the same image; the visualizations
+    # follow visualization_resolution (input by default), not the mask's.
+    np.testing.assert_array_equal(out.color_mask, PALETTE[full])
     assert out.overlay.shape == image.shape
     np.testing.assert_array_equal(out.overlay, blend(image, PALETTE[full], 0.5))
     assert out.confidence.shape == expected_mask.shape
+
+
+@pytest.mark.parametrize('mask_resolution', ['input', 'model'])
+def test_visualizations_at_model_resolution(mask_resolution):
+    image = RNG.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    small = RNG.integers(0, 19, (15, 20), dtype=np.uint8)
+    given = {}
+
+    def buffer(name, shape):
+        given[name] = np.empty(shape, np.uint8)
+        return given[name]
+
+    out = render_outputs(image, Segmentation(small, None), palette_lut(CITYSCAPES_PALETTE),
+                         outputs={'mask', 'color_mask', 'overlay'}, overlay_alpha=0.25,
+                         mask_resolution=mask_resolution, visualization_resolution='model', buffer=buffer)
+    np.testing.assert_array_equal(out.color_mask, PALETTE[small])
+    # The camera image is shrunk (area averaging) to the model's size and blended there.
+    np.testing.assert_array_equal(out.overlay, blend(resize_image(image, (15, 20)), PALETTE[small], 0.25))
+    expected_mask = resize_nearest(small, (60, 80)) if mask_resolution == 'input' else small
+    np.testing.assert_array_equal(out.class_mask, expected_mask)
+    # Every output is rendered into its own buffer, none through a temporary of its size.
+    assert all(getattr(out, attr) is given[name] for attr, name in
+               (('class_mask', 'mask'), ('color_mask', 'color_mask'), ('overlay', 'overlay')))
+
+
+def test_overlay_alone_at_input_resolution_needs_no_colour_buffer():
+    image = RNG.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    small = RNG.integers(0, 19, (15, 20), dtype=np.uint8)
+    given = {}
+
+    def buffer(name, shape):
+        given[name] = np.empty(shape, np.uint8)
+        return given[name]
+
+    out = render_outputs(image, Segmentation(small, None), palette_lut(CITYSCAPES_PALETTE),
+                         outputs={'overlay'}, buffer=buffer)
+    assert set(given) == {'overlay'} and out.overlay is given['overlay']
+    np.testing.assert_array_equal(out.overlay, blend(image, PALETTE[resize_nearest(small, (60, 80))], 0.5))
 
 
 def test_only_requested_outputs_are_rendered_into_given_buffers():

@@ -38,7 +38,8 @@ def test_an_engine_error_drops_that_frame_only_and_is_logged_counted_and_reporte
         for stamp, output in outputs.items():
             np.testing.assert_array_equal(output.mask, labels[stamp])
         assert run.totals(FRONT) | {'received': 5} == {'received': 5, 'processed': 3, 'failed': 2,
-                                                       'dropped': 0, 'rejected': 0, 'skipped': 0}
+                                                       'dropped': 0, 'rejected': 0, 'skipped': 0,
+                                                       'deserialized': 0}
         assert run.node.pipeline.unexpected_errors == 0
 
         camera, engine = failing['seg_node: /cam_front'], failing['seg_node: engine']

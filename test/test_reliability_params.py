@@ -20,6 +20,7 @@ from seg_node.ros import node_base as core
 from seg_node.ros.diagnostics import OK, WARN
 from seg_node.ros.harness import wait_for
 from seg_node.runtime.loader import BackgroundLoad
+from seg_node.runtime.render import resize_image
 
 REVERSED = CITYSCAPES_PALETTE[::-1]  # a model that calls colour i class 18 - i
 
@@ -47,7 +48,8 @@ def set_one(node, name, value):
 
 
 def test_outputs_alpha_resolution_and_limits_change_at_runtime(context, models):
-    with node_in_process(context, model_path=models['strided'], image_topics=[FRONT]) as run:
+    with node_in_process(context, model_path=models['strided'], image_topics=[FRONT],
+                         visualization_resolution='input') as run:
         node = run.node
         msg, label, _ = frame(1)
         assert set_one(node, 'overlay_alpha', 1.0).successful
@@ -66,13 +68,29 @@ def test_outputs_alpha_resolution_and_limits_change_at_runtime(context, models):
         np.testing.assert_array_equal(second.overlay, frame(2)[2])  # alpha 0: the input itself
         assert node.cameras[FRONT].info_publisher is not None
 
+        # Visualizations at the model's size, then at most one per 1000 s: the mask still comes
+        # with every frame.
+        assert set_one(node, 'visualization_resolution', 'model').successful
+        run.send_and_settle(FRONT, frame(3)[0])
+        third = run.recorder.by_stamp(FRONT)[3]
+        np.testing.assert_array_equal(third.overlay, resize_image(frame(3)[2], (12, 16)))
+        assert set_one(node, 'visualization_max_rate_hz', 0.001).successful
+        for stamp in (4, 5):
+            run.send_and_settle(FRONT, frame(stamp)[0])
+        outputs = run.recorder.by_stamp(FRONT)
+        assert outputs[4].overlay is not None and outputs[5].overlay is None
+        assert outputs[5].mask.shape == (12, 16)
+        for name, value in (('visualization_resolution', 'half'), ('visualization_max_rate_hz', -1.0)):
+            refused = set_one(node, name, value)
+            assert not refused.successful and name in refused.reason
+
         assert set_one(node, 'diagnostics_period_s', 0.5).successful
         assert node._diagnostics_timer.timer_period_ns == 500_000_000
         assert set_one(node, 'cpu_fallback_after', 4).successful
         assert node.supervisor.fallback_after == 4
         refused = set_one(node, 'drop_warn_fraction', 1.5)
         assert not refused.successful and 'drop_warn_fraction' in refused.reason
-        for name, value in (('image_topics', ['/x/image']), ('input_reliability', 'reliable')):
+        for name, value in (('image_topics', ['/x/image']), ('input_reliability', 'reliable'), ('data_path', 'plain')):
             assert not set_one(node, name, value).successful, f'{name} changes QoS or topics: restart'
 
 

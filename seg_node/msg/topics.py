@@ -8,6 +8,8 @@ COMPRESSED_SUFFIX = '/compressed'
 # Every per-frame output and its sensor_msgs/Image encoding.
 OUTPUT_ENCODINGS = {'mask': 'mono8', 'color_mask': 'rgb8', 'overlay': 'rgb8', 'confidence': 'mono8'}
 OUTPUTS = tuple(OUTPUT_ENCODINGS)
+# Images for people to look at (RViz, Foxglove): their resolution and rate are parameters.
+VISUALIZATION_OUTPUTS = frozenset({'color_mask', 'overlay'})
 # Topics under <camera namespace>/segmentation/.
 LABELS = 'labels'
 CAMERA_INFO = 'camera_info'

@@ -15,9 +15,9 @@ from std_msgs.msg import String
 from seg_node.model.classes import ClassTable
 from seg_node.model.contract import ModelSpec
 from seg_node.msg import topics
-from seg_node.msg.image import MessageBuffer
 from seg_node.msg.labels import labels_json
-from seg_node.runtime.render import RenderedOutputs
+from seg_node.ros.transport import ImageOutput, ros_header
+from seg_node.runtime.render import BufferFactory, RenderedOutputs
 from seg_node.runtime.stats import CameraStats
 
 try:  # vision_msgs is optional: labels fall back to a JSON std_msgs/String
@@ -76,23 +76,27 @@ class CameraIO:
     active, so a managed node takes no frames before it is told to.
     """
 
-    def __init__(self, node: Node, image_topic: str, *, output_qos: QoSProfile, labels: Any) -> None:
+    def __init__(self, node: Node, image_topic: str, *, output_qos: QoSProfile, labels: Any,
+                 serialized: bool = True) -> None:
         self.topic = image_topic
+        self.compressed = topics.is_compressed(image_topic)
+        self.serialized = serialized  # frames taken as CDR bytes, outputs published from CDR buffers
         self.namespace = topics.camera_namespace(image_topic)
         self.stats = CameraStats()
         self._node = node
         self._output_qos = output_qos
         self._last_warning: dict[str, float] = {}
         self.subscription = None
-        self.publishers = {
-            name: node.create_publisher(Image, topics.segmentation_topic(image_topic, name), output_qos)
+        self.outputs = {
+            name: ImageOutput(node.create_publisher(Image, topics.segmentation_topic(image_topic, name), output_qos),
+                              topics.OUTPUT_ENCODINGS[name], serialized=serialized)
             for name in topics.OUTPUTS}
+        self.publishers = {name: output.publisher for name, output in self.outputs.items()}
+        self._last_visualization = -float('inf')  # monotonic time of the last colour mask or overlay
         self.labels_publisher = node.create_publisher(
             type(labels), topics.segmentation_topic(image_topic, topics.LABELS),
             qos('reliable', 1, latched=True))
         self.labels_publisher.publish(labels)
-        self._buffers = {name: MessageBuffer() for name in topics.OUTPUTS}
-        self._messages = {name: Image(check_fields=True) for name in topics.OUTPUTS}
         self._want_camera_info = False
         self.camera_info: CameraInfo | None = None
         self.info_subscription = None
@@ -104,13 +108,16 @@ class CameraIO:
         return self.subscription is not None
 
     def subscribe(self, on_frame: Callable[[str, Any], None], input_qos: QoSProfile) -> None:
-        """Start taking frames; ``on_frame(topic, msg)`` runs on the executor thread."""
+        """Start taking frames; ``on_frame(topic, msg)`` runs on the executor thread.
+
+        ``msg`` is the frame's CDR bytes on the serialized path (see ``transport.take_frame``).
+        """
         if self.subscription is not None:
             return
-        msg_type = CompressedImage if topics.is_compressed(self.topic) else Image
+        msg_type = CompressedImage if self.compressed else Image
         topic = self.topic
         self.subscription = self._node.create_subscription(
-            msg_type, topic, lambda msg: on_frame(topic, msg), input_qos)
+            msg_type, topic, lambda msg: on_frame(topic, msg), input_qos, raw=self.serialized)
         self.stats.watch()
         self._sync_camera_info()
 
@@ -160,20 +167,30 @@ class CameraIO:
         """The enabled outputs somebody subscribes to; the rest are not computed."""
         return {name for name in enabled if self.publishers[name].get_subscription_count() > 0}
 
-    def buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """The message-backed array output ``name`` is rendered into."""
-        return self._buffers[name].view(shape)
+    def due(self, outputs: set[str], visualization_period_s: float, now: float | None = None) -> set[str]:
+        """``outputs`` less the colour mask and overlay when one was published within the period."""
+        visual = outputs & topics.VISUALIZATION_OUTPUTS
+        if not visual or visualization_period_s <= 0:
+            return outputs
+        now = time.monotonic() if now is None else now
+        if now - self._last_visualization < visualization_period_s:
+            return outputs - visual
+        self._last_visualization = now
+        return outputs
+
+    def buffers(self, header: Any) -> BufferFactory:
+        """Where this frame's outputs are rendered: each output's reusable (CDR or message) buffer."""
+        return lambda name, shape: self.outputs[name].buffer(header, shape)
 
     def publish(self, rendered: RenderedOutputs, header: Any) -> None:
-        """Publish every rendered output with the input's ``header``."""
-        for name, _array in rendered.items():
-            msg = self._buffers[name].fill(self._messages[name], header, topics.OUTPUT_ENCODINGS[name])
-            self.publishers[name].publish(msg)
+        """Publish every rendered output (rendered into ``buffers(header)``) with the input's header."""
+        for name, array in rendered.items():
+            self.outputs[name].publish(array)
         mask = rendered.class_mask
         info, info_publisher = self.camera_info, self.info_publisher
         if info_publisher is not None and info is not None and mask is not None:
             h, w = mask.shape[:2]
-            info_publisher.publish(scaled_camera_info(info, header, h, w))
+            info_publisher.publish(scaled_camera_info(info, ros_header(header), h, w))
 
     def should_warn(self, kind: str, period_s: float) -> bool:
         """Rate limit: True at most once per ``period_s`` for each kind of warning."""

@@ -37,6 +37,7 @@ from seg_node.ros.parameters import (
     check_parameter,
     settings_from_values,
 )
+from seg_node.ros.transport import prefer_asynchronous_publication
 from seg_node.ros.worker import FramePipeline, InferenceWorker
 from seg_node.runtime.frame_slots import LatestFrameSlots, PendingFrame
 from seg_node.runtime.loader import LOAD_ERRORS, ActiveModel, BackgroundLoad, ModelRequest, load_model
@@ -144,10 +145,15 @@ class SegmentationCore(Node):
 
     def _create_cameras(self, settings: NodeSettings, labels: Any) -> None:
         output_qos = qos(settings.output_reliability, settings.output_depth)
-        self.cameras = {topic: CameraIO(self, topic, output_qos=output_qos, labels=labels)
+        serialized = settings.data_path == 'auto'
+        self.cameras = {topic: CameraIO(self, topic, output_qos=output_qos, labels=labels, serialized=serialized)
                         for topic in settings.image_topics}
         for camera in self.cameras.values():
             camera.want_camera_info(settings.mask_resolution == MASK_AT_MODEL)
+        fast = all(output.serialized for camera in self.cameras.values() for output in camera.outputs.values())
+        taken = 'serialized CDR' if serialized else 'rclpy messages'
+        sent = 'serialized CDR (rcl_publish_serialized_message, GIL released)' if fast else 'rclpy messages'
+        self.get_logger().info(f'data path: {taken} in, {sent} out')
 
     def _start_worker(self) -> None:
         slots = LatestFrameSlots()
@@ -287,6 +293,7 @@ class SegmentationCore(Node):
 def spin(make_node: Callable[[], Node], args: list[str] | None) -> int:
     """Run a node until SIGINT/SIGTERM; 1 with one sentence if it cannot start, else 0."""
     keep_large_buffers()  # before the first frame buffer is allocated
+    prefer_asynchronous_publication()  # before rclpy.init: Fast DDS reads it when it starts
     # Not ``with rclpy.init()``: only Kilted's init returns a context manager (Jazzy's returns None).
     rclpy.init(args=args)
     try:

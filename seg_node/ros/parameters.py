@@ -70,8 +70,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'Model input [height, width] for models with dynamic spatial size.',
               read_only=False, reloads_model=True),
     ParamSpec('mask_resolution', 'string', MASK_AT_INPUT,
-              'Publish masks at the "input" image size or at the "model" output size.',
+              'Publish the mask and confidence at the "input" image size or at the "model" output size.',
               choices=(MASK_AT_INPUT, MASK_AT_MODEL), read_only=False),
+    ParamSpec('visualization_resolution', 'string', MASK_AT_MODEL,
+              'Publish color_mask and overlay at the "input" image size or at the "model" output '
+              'size (the default: a quarter of the bytes for a half-resolution model, and every '
+              'pixel of the segmentation).', choices=(MASK_AT_INPUT, MASK_AT_MODEL), read_only=False),
+    ParamSpec('visualization_max_rate_hz', 'double', 0.0,
+              'Most color_mask and overlay messages per second and camera (0: every frame); the '
+              'mask and confidence are published for every frame.',
+              float_range=(0.0, 1000.0), read_only=False),
+    ParamSpec('data_path', 'string', 'auto',
+              'How frames enter and outputs leave: "auto" takes and publishes serialized CDR '
+              '(GIL released while rcl publishes) where rcl allows it, else rclpy messages; '
+              '"plain" always uses rclpy messages.', choices=('auto', 'plain')),
     ParamSpec('overlay_alpha', 'double', 0.5, 'Weight of the colour mask in the overlay.',
               float_range=(0.0, 1.0), read_only=False),
     ParamSpec('publish_mask', 'bool', True, 'Publish segmentation/mask (mono8 class ids).', read_only=False),
@@ -119,6 +131,9 @@ class NodeSettings:
     engine: EngineConfig
     overrides: ModelOverrides
     mask_resolution: str
+    visualization_resolution: str
+    visualization_max_rate_hz: float
+    data_path: str
     overlay_alpha: float
     outputs: frozenset[str]
     input_reliability: str
@@ -211,6 +226,9 @@ def settings_from_values(values: Mapping[str, object]) -> NodeSettings:
     return NodeSettings(
         model_path=str(values['model_path']), model_sha256=sha, image_topics=topics,
         engine=engine, overrides=overrides, mask_resolution=str(values['mask_resolution']),
+        visualization_resolution=str(values['visualization_resolution']),
+        visualization_max_rate_hz=float(values['visualization_max_rate_hz']),
+        data_path=str(values['data_path']),
         overlay_alpha=float(values['overlay_alpha']),
         outputs=frozenset(out for out, param in OUTPUT_PARAMS.items() if values[param]),
         input_reliability=str(values['input_reliability']), input_depth=int(values['input_depth']),

@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from seg_node.msg.cdr import CdrError
 from seg_node.msg.image import ImageConversionError, message_to_rgb
 from seg_node.ros.camera import CameraIO
 from seg_node.ros.parameters import NodeSettings
+from seg_node.ros.transport import take_frame
 from seg_node.runtime.frame_slots import LatestFrameSlots, PendingFrame
 from seg_node.runtime.render import render_outputs
 from seg_node.runtime.supervisor import EngineSupervisor, InferenceError
@@ -32,6 +34,7 @@ class Job:
 
     camera: CameraIO
     frame: PendingFrame
+    header: Any  # the input's std_msgs/Header, or its CdrHeader on the serialized path
     rgb: np.ndarray
     outputs: set[str]
 
@@ -65,14 +68,18 @@ class FramePipeline:
 
     def _prepare(self, frame: PendingFrame, settings: NodeSettings) -> Job | None:
         camera = self.cameras[frame.camera]
-        outputs = camera.wanted(settings.outputs)
+        period_s = 1.0 / settings.visualization_max_rate_hz if settings.visualization_max_rate_hz else 0.0
+        outputs = camera.due(camera.wanted(settings.outputs), period_s)
         if not outputs:
             camera.stats.count('skipped')
             return None
         t0 = time.perf_counter()
         try:
-            rgb = message_to_rgb(frame.message)
-        except ImageConversionError as err:
+            message, deserialized = take_frame(frame.message, camera.compressed)
+            if deserialized:
+                camera.stats.count('deserialized')  # bytes the CDR reader could not read
+            rgb = message_to_rgb(message)
+        except (ImageConversionError, CdrError) as err:
             self._reject(camera, str(err), settings)
             return None
         except Exception as err:  # noqa: BLE001 - a converter bug costs this frame, not the batch
@@ -80,7 +87,7 @@ class FramePipeline:
             self._reject(camera, f'conversion failed ({type(err).__name__}: {err})', settings)
             return None
         self.stage_ms['convert'].append((time.perf_counter() - t0) * 1e3)
-        return Job(camera, frame, rgb, outputs)
+        return Job(camera, frame, message.header, rgb, outputs)
 
     def _reject(self, camera: CameraIO, reason: str, settings: NodeSettings) -> None:
         camera.stats.reject(reason)
@@ -112,9 +119,11 @@ class FramePipeline:
         t0 = time.perf_counter()
         rendered = render_outputs(job.rgb, result, lut, outputs=job.outputs,
                                   overlay_alpha=settings.overlay_alpha,
-                                  mask_resolution=settings.mask_resolution, buffer=job.camera.buffer)
+                                  mask_resolution=settings.mask_resolution,
+                                  visualization_resolution=settings.visualization_resolution,
+                                  buffer=job.camera.buffers(job.header))
         t1 = time.perf_counter()
-        job.camera.publish(rendered, job.frame.message.header)
+        job.camera.publish(rendered, job.header)
         t2 = time.perf_counter()
         self.stage_ms['render'].append((t1 - t0) * 1e3)
         self.stage_ms['publish'].append((t2 - t1) * 1e3)

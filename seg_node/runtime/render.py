@@ -69,33 +69,37 @@ class RenderedOutputs:
 def render_outputs(image: np.ndarray, result: Segmentation, lut: np.ndarray, *,
                    outputs: set[str], overlay_alpha: float = 0.5,
                    mask_resolution: str = MASK_AT_INPUT,
+                   visualization_resolution: str = MASK_AT_INPUT,
                    buffer: BufferFactory = _alloc) -> RenderedOutputs:
     """Render the requested ``outputs`` (mask, color_mask, overlay, confidence) of one frame.
 
-    Masks and colour masks are at the input's size (``mask_resolution='input'``) or the model's;
-    the overlay is always at the input's size.
+    The mask and confidence are at the input's size (``mask_resolution='input'``) or the
+    model's; the colour mask and overlay likewise by ``visualization_resolution``.
     """
     image_size = (image.shape[0], image.shape[1])
     model_mask = result.class_mask
-    mask_size = image_size if mask_resolution == MASK_AT_INPUT else model_mask.shape[:2]
+    model_size = model_mask.shape[:2]
+    mask_size = image_size if mask_resolution == MASK_AT_INPUT else model_size
+    view_size = image_size if visualization_resolution == MASK_AT_INPUT else model_size
     rendered = RenderedOutputs()
     if 'mask' in outputs:
         rendered.class_mask = resize_nearest(model_mask, mask_size, dst=buffer('mask', mask_size))
     if 'color_mask' in outputs or 'overlay' in outputs:
         # Colour at model resolution, then upsample: nearest resizing commutes with the lookup,
         # and the lookup touches (input / model)^2 times fewer pixels.
-        small = colorize(model_mask, lut)
-        full = None
-        if 'color_mask' in outputs:
-            rendered.color_mask = resize_nearest(small, mask_size, dst=buffer('color_mask', (*mask_size, 3)))
-            if mask_size == image_size:
-                full = rendered.color_mask
+        color_dst = buffer('color_mask', (*view_size, 3)) if 'color_mask' in outputs else None
+        at_model = view_size == model_size
+        small = colorize(model_mask, lut, dst=color_dst if at_model else None)
+        colored = small if at_model else None
+        if color_dst is not None:
+            rendered.color_mask = colored = small if at_model else resize_nearest(small, view_size, dst=color_dst)
         if 'overlay' in outputs:
-            overlay = buffer('overlay', (*image_size, 3))
-            if full is None:
+            overlay = buffer('overlay', (*view_size, 3))
+            if colored is None:
                 # Upsample straight into the overlay buffer and blend in place: no temporary.
-                full = resize_nearest(small, image_size, dst=overlay)
-            rendered.overlay = blend(image, full, overlay_alpha, dst=overlay)
+                colored = resize_nearest(small, view_size, dst=overlay)
+            camera = image if view_size == image_size else resize_image(image, view_size)
+            rendered.overlay = blend(camera, colored, overlay_alpha, dst=overlay)
     if 'confidence' in outputs and result.confidence is not None:
         rendered.confidence = cv2.resize(result.confidence, (mask_size[1], mask_size[0]),
                                          dst=buffer('confidence', mask_size),

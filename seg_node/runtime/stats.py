@@ -51,6 +51,7 @@ class CameraStats:
     rejected: int = 0  # bad input: unknown encoding, truncated data, corrupt JPEG, ...
     failed: int = 0  # the engine raised on this frame
     skipped: int = 0  # taken while no output had a subscriber, so not computed
+    deserialized: int = 0  # serialized frames the CDR reader could not read, rclpy could (then processed)
     last_reject_reason: str = ''
     last_receive_time: float | None = None  # time.monotonic()
     watch_since: float = field(default_factory=time.monotonic)  # silence is measured from here
@@ -108,4 +109,4 @@ class CameraStats:
     def totals(self) -> dict[str, int]:
         """Every counter at once, read consistently."""
         with self._lock:
-            return {name: getattr(self, name) for name in (*_PERIOD_COUNTERS, 'skipped')}
+            return {name: getattr(self, name) for name in (*_PERIOD_COUNTERS, 'skipped', 'deserialized')}
