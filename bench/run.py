@@ -89,9 +89,9 @@ class ProcSampler:
 # CDR (``-plain``), then also synchronous publication (``-sync``, rclpy's default before).
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     'seg_node': ([], {}),
-    'seg_node-full': (['visualization_resolution:=input'], {}),
-    'seg_node-full-plain': (['visualization_resolution:=input', 'data_path:=plain'], {}),
-    'seg_node-full-plain-sync': (['visualization_resolution:=input', 'data_path:=plain'],
+    'seg_node-full': (['visualization_scale:=1.0'], {}),
+    'seg_node-full-plain': (['visualization_scale:=1.0', 'data_path:=plain'], {}),
+    'seg_node-full-plain-sync': (['visualization_scale:=1.0', 'data_path:=plain'],
                                  {'RMW_FASTRTPS_PUBLICATION_MODE': 'SYNCHRONOUS'}),
 }
 

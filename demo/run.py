@@ -102,7 +102,7 @@ def start_node(model: Path, image_topics: list[str], log: Path, providers: list[
               # A reliable, queued input: frames are lost only if the node falls behind.
               'input_reliability': 'reliable', 'input_depth': 10, 'diagnostics_period_s': 0.5,
               # The video and contact sheet are what people share: overlays at the camera's size.
-              'visualization_resolution': 'input'}
+              'visualization_scale': 1.0}
     return NodeProcess(params, cwd=REPO, log=log)
 
 

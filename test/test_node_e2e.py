@@ -23,7 +23,7 @@ from seg_node.ros.harness import NodeProcess, wait_for
 from seg_node.ros.spinning import BackgroundNode
 from seg_node.runtime.config import EngineConfig
 from seg_node.runtime.loader import ModelRequest, load_model
-from seg_node.runtime.render import blend, resize_image
+from seg_node.runtime.render import blend, resize_image, resize_nearest, scaled_size
 
 pytestmark = pytest.mark.dds
 
@@ -113,12 +113,12 @@ class Client:
 
 
 MODEL_SIZE = (120, 160)
-# Both data paths; each with one of the visualization resolutions (input for the plain one, as
-# before the serialized path existed, and the shipped default, model, for the serialized one).
-VARIANTS = [('auto', 'model'), ('plain', 'input')]
+# Both data paths; each with one visualization scale (full size for the plain one, as before the
+# serialized path existed, and the shipped default, half, for the serialized one).
+VARIANTS = [('auto', 0.5), ('plain', 1.0)]
 
 
-@pytest.fixture(scope='module', params=VARIANTS, ids=[f'{d}-{v}' for d, v in VARIANTS])
+@pytest.fixture(scope='module', params=VARIANTS, ids=[f'{d}-{v:g}' for d, v in VARIANTS])
 def live(tmp_path_factory, request):
     data_path, visualization = request.param
     model_path = tmp_path_factory.mktemp('model') / 'palette.onnx'
@@ -127,7 +127,7 @@ def live(tmp_path_factory, request):
         'model_path': model_path, 'image_topics': [FRONT, LEFT], 'providers': ['cpu'],
         'input_reliability': 'reliable', 'input_depth': 10, 'publish_confidence': True,
         'overlay_alpha': ALPHA, 'diagnostics_period_s': 0.2, 'warn_throttle_s': 0.0,
-        'data_path': data_path, 'visualization_resolution': visualization,
+        'data_path': data_path, 'visualization_scale': visualization,
     })
     process.model_path = model_path
     process.data_path, process.visualization = data_path, visualization
@@ -182,8 +182,10 @@ def test_every_output_keeps_the_input_header_and_size(live, sent):
         for name, msg in client.outputs(camera, stamp).items():
             assert msg.header.stamp.sec == stamp and msg.header.stamp.nanosec == 0
             assert msg.header.frame_id == frame_id, name
-            at_model = process.visualization == 'model' and name in ('color_mask', 'overlay')
-            assert (msg.height, msg.width) == (MODEL_SIZE if at_model else rgb.shape[:2]), name
+            size = rgb.shape[:2]
+            if name in ('color_mask', 'overlay'):
+                size = scaled_size(size, process.visualization)
+            assert (msg.height, msg.width) == size, name
             expected = 'rgb8' if name in ('color_mask', 'overlay') else 'mono8'
             assert msg.encoding == expected, name
 
@@ -200,17 +202,18 @@ def test_color_mask_and_overlay_are_the_palette_colours_of_the_mask(live, sent):
         outputs = client.outputs(camera, stamp)
         colour = as_array(outputs['color_mask'])
         overlay = as_array(outputs['overlay'])
-        if process.visualization == 'input':
+        if process.visualization == 1.0:
             mask = as_array(outputs['mask'])
             np.testing.assert_array_equal(colour, PALETTE[mask])
             expected = blend(rgb, PALETTE[mask], ALPHA)
         else:
-            # At the model's size: exactly the colours of the model's own output for this frame
-            # (the input-size masks are checked against the ground truth above), and the camera
-            # image shrunk to that size under them.
+            # Half size: exactly the colours of the model's own output for this frame (the
+            # input-size masks are checked against the ground truth above), and the camera image
+            # shrunk to that size under them.
+            size = scaled_size(rgb.shape[:2], process.visualization)
             model_mask = reference_engine(process.model_path).segment([rgb])[0].class_mask
-            np.testing.assert_array_equal(colour, PALETTE[model_mask])
-            expected = blend(resize_image(rgb, MODEL_SIZE), colour, ALPHA)
+            np.testing.assert_array_equal(colour, PALETTE[resize_nearest(model_mask, size)])
+            expected = blend(resize_image(rgb, size), colour, ALPHA)
         assert np.abs(overlay.astype(int) - expected.astype(int)).max() <= 1
 
 

@@ -46,7 +46,7 @@ def test_render_outputs_at_either_mask_resolution(resolution):
     expected_mask = full if resolution == 'input' else small
     np.testing.assert_array_equal(out.class_mask, expected_mask)
     # Colouring before or after the nearest upsample gives the same image; the visualizations
-    # follow visualization_resolution (input by default), not the mask's.
+    # follow visualization_scale (1.0 by default), not the mask's resolution.
     np.testing.assert_array_equal(out.color_mask, PALETTE[full])
     assert out.overlay.shape == image.shape
     np.testing.assert_array_equal(out.overlay, blend(image, PALETTE[full], 0.5))
@@ -54,7 +54,7 @@ def test_render_outputs_at_either_mask_resolution(resolution):
 
 
 @pytest.mark.parametrize('mask_resolution', ['input', 'model'])
-def test_visualizations_at_model_resolution(mask_resolution):
+def test_visualizations_at_the_models_size(mask_resolution):
     image = RNG.integers(0, 256, (60, 80, 3), dtype=np.uint8)
     small = RNG.integers(0, 19, (15, 20), dtype=np.uint8)
     given = {}
@@ -65,7 +65,7 @@ def test_visualizations_at_model_resolution(mask_resolution):
 
     out = render_outputs(image, Segmentation(small, None), palette_lut(CITYSCAPES_PALETTE),
                          outputs={'mask', 'color_mask', 'overlay'}, overlay_alpha=0.25,
-                         mask_resolution=mask_resolution, visualization_resolution='model', buffer=buffer)
+                         mask_resolution=mask_resolution, visualization_scale=0.25, buffer=buffer)
     np.testing.assert_array_equal(out.color_mask, PALETTE[small])
     # The camera image is shrunk (area averaging) to the model's size and blended there.
     np.testing.assert_array_equal(out.overlay, blend(resize_image(image, (15, 20)), PALETTE[small], 0.25))
@@ -74,6 +74,17 @@ def test_visualizations_at_model_resolution(mask_resolution):
     # Every output is rendered into its own buffer, none through a temporary of its size.
     assert all(getattr(out, attr) is given[name] for attr, name in
                (('class_mask', 'mask'), ('color_mask', 'color_mask'), ('overlay', 'overlay')))
+
+
+@pytest.mark.parametrize(('scale', 'size'), [(0.5, (30, 40)), (0.1, (6, 8)), (0.01, (1, 1))])
+def test_visualizations_at_a_scale_between_model_and_input(scale, size):
+    image = RNG.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    small = RNG.integers(0, 19, (15, 20), dtype=np.uint8)
+    out = render_outputs(image, Segmentation(small, None), palette_lut(CITYSCAPES_PALETTE),
+                         outputs={'color_mask', 'overlay'}, visualization_scale=scale)
+    colours = PALETTE[resize_nearest(small, size)]
+    np.testing.assert_array_equal(out.color_mask, colours)
+    np.testing.assert_array_equal(out.overlay, blend(resize_image(image, size), colours, 0.5))
 
 
 def test_overlay_alone_at_input_resolution_needs_no_colour_buffer():

@@ -49,7 +49,7 @@ def set_one(node, name, value):
 
 def test_outputs_alpha_resolution_and_limits_change_at_runtime(context, models):
     with node_in_process(context, model_path=models['strided'], image_topics=[FRONT],
-                         visualization_resolution='input') as run:
+                         visualization_scale=1.0) as run:
         node = run.node
         msg, label, _ = frame(1)
         assert set_one(node, 'overlay_alpha', 1.0).successful
@@ -70,7 +70,7 @@ def test_outputs_alpha_resolution_and_limits_change_at_runtime(context, models):
 
         # Visualizations at the model's size, then at most one per 1000 s: the mask still comes
         # with every frame.
-        assert set_one(node, 'visualization_resolution', 'model').successful
+        assert set_one(node, 'visualization_scale', 0.5).successful  # 24x32 -> 12x16, the model's size
         run.send_and_settle(FRONT, frame(3)[0])
         third = run.recorder.by_stamp(FRONT)[3]
         np.testing.assert_array_equal(third.overlay, resize_image(frame(3)[2], (12, 16)))
@@ -80,7 +80,7 @@ def test_outputs_alpha_resolution_and_limits_change_at_runtime(context, models):
         outputs = run.recorder.by_stamp(FRONT)
         assert outputs[4].overlay is not None and outputs[5].overlay is None
         assert outputs[5].mask.shape == (12, 16)
-        for name, value in (('visualization_resolution', 'half'), ('visualization_max_rate_hz', -1.0)):
+        for name, value in (('visualization_scale', 0.0), ('visualization_max_rate_hz', -1.0)):
             refused = set_one(node, name, value)
             assert not refused.successful and name in refused.reason
 

@@ -55,6 +55,10 @@ def values(**changes):
     ({'model_sha256': 'abc'}, 'model_sha256 must be 64 hexadecimal digits'),
     ({'input_reliability': 'maybe'}, 'input_reliability must be one of'),
     ({'input_depth': 0}, r'input_depth must be in \[1, 100\]'),
+    ({'visualization_scale': 0.0}, r'visualization_scale must be in \[0.05, 1.0\]; got 0.0'),
+    ({'visualization_scale': 1.5}, r'visualization_scale must be in \[0.05, 1.0\]; got 1.5'),
+    ({'visualization_max_rate_hz': -1.0}, r'visualization_max_rate_hz must be in \[0.0, 1000.0\]'),
+    ({'data_path': 'zero-copy'}, "data_path must be one of auto, plain; got 'zero-copy'"),
 ])
 def test_invalid_parameters_are_refused_with_the_reason(changes, message):
     with pytest.raises(SettingsError, match=message):

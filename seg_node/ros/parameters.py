@@ -72,10 +72,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('mask_resolution', 'string', MASK_AT_INPUT,
               'Publish the mask and confidence at the "input" image size or at the "model" output size.',
               choices=(MASK_AT_INPUT, MASK_AT_MODEL), read_only=False),
-    ParamSpec('visualization_resolution', 'string', MASK_AT_MODEL,
-              'Publish color_mask and overlay at the "input" image size or at the "model" output '
-              'size (the default: a quarter of the bytes for a half-resolution model, and every '
-              'pixel of the segmentation).', choices=(MASK_AT_INPUT, MASK_AT_MODEL), read_only=False),
+    ParamSpec('visualization_scale', 'double', 0.5,
+              'Size of color_mask and overlay relative to the input image (1.0: full size; the '
+              'default 0.5 is a quarter of the bytes, as sharp as a half-resolution model).',
+              float_range=(0.05, 1.0), read_only=False),
     ParamSpec('visualization_max_rate_hz', 'double', 0.0,
               'Most color_mask and overlay messages per second and camera (0: every frame); the '
               'mask and confidence are published for every frame.',
@@ -131,7 +131,7 @@ class NodeSettings:
     engine: EngineConfig
     overrides: ModelOverrides
     mask_resolution: str
-    visualization_resolution: str
+    visualization_scale: float
     visualization_max_rate_hz: float
     data_path: str
     overlay_alpha: float
@@ -226,7 +226,7 @@ def settings_from_values(values: Mapping[str, object]) -> NodeSettings:
     return NodeSettings(
         model_path=str(values['model_path']), model_sha256=sha, image_topics=topics,
         engine=engine, overrides=overrides, mask_resolution=str(values['mask_resolution']),
-        visualization_resolution=str(values['visualization_resolution']),
+        visualization_scale=float(values['visualization_scale']),
         visualization_max_rate_hz=float(values['visualization_max_rate_hz']),
         data_path=str(values['data_path']),
         overlay_alpha=float(values['overlay_alpha']),

@@ -120,7 +120,7 @@ class FramePipeline:
         rendered = render_outputs(job.rgb, result, lut, outputs=job.outputs,
                                   overlay_alpha=settings.overlay_alpha,
                                   mask_resolution=settings.mask_resolution,
-                                  visualization_resolution=settings.visualization_resolution,
+                                  visualization_scale=settings.visualization_scale,
                                   buffer=job.camera.buffers(job.header))
         t1 = time.perf_counter()
         job.camera.publish(rendered, job.header)

@@ -17,7 +17,7 @@ from seg_node.runtime.results import Segmentation
 
 __all__ = [
     'MASK_AT_INPUT', 'MASK_AT_MODEL', 'RenderedOutputs', 'blend', 'colorize', 'palette_lut',
-    'render_outputs', 'resize_image', 'resize_nearest',
+    'render_outputs', 'resize_image', 'resize_nearest', 'scaled_size',
 ]
 
 MASK_AT_INPUT = 'input'
@@ -66,21 +66,28 @@ class RenderedOutputs:
                 yield name, array
 
 
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(H, W) of ``size`` times ``scale``, rounded, at least one pixel each."""
+    if scale == 1.0:
+        return size
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def render_outputs(image: np.ndarray, result: Segmentation, lut: np.ndarray, *,
                    outputs: set[str], overlay_alpha: float = 0.5,
                    mask_resolution: str = MASK_AT_INPUT,
-                   visualization_resolution: str = MASK_AT_INPUT,
+                   visualization_scale: float = 1.0,
                    buffer: BufferFactory = _alloc) -> RenderedOutputs:
     """Render the requested ``outputs`` (mask, color_mask, overlay, confidence) of one frame.
 
     The mask and confidence are at the input's size (``mask_resolution='input'``) or the
-    model's; the colour mask and overlay likewise by ``visualization_resolution``.
+    model's; the colour mask and overlay at ``visualization_scale`` times the input's size.
     """
     image_size = (image.shape[0], image.shape[1])
     model_mask = result.class_mask
     model_size = model_mask.shape[:2]
     mask_size = image_size if mask_resolution == MASK_AT_INPUT else model_size
-    view_size = image_size if visualization_resolution == MASK_AT_INPUT else model_size
+    view_size = scaled_size(image_size, visualization_scale)
     rendered = RenderedOutputs()
     if 'mask' in outputs:
         rendered.class_mask = resize_nearest(model_mask, mask_size, dst=buffer('mask', mask_size))
