@@ -48,7 +48,7 @@ def frame(stamp):
     return image_msg(rgb, stamp, 'optical'), label
 
 
-def run_three_cameras(context, model, max_batch, *, change_at_runtime=False):
+def run_three_cameras(context, model, max_batch, *, change_at_runtime=False, publishes=None):
     """One frame, held in the engine; then a frame on each camera; returns (batch sizes, harness)."""
     initial = 0 if change_at_runtime else max_batch
     with node_in_process(context, model_path=model, image_topics=list(CAMERAS), max_batch=initial) as run:
@@ -68,11 +68,21 @@ def run_three_cameras(context, model, max_batch, *, change_at_runtime=False):
         for camera in CAMERAS:
             np.testing.assert_array_equal(run.recorder.by_stamp(camera)[2].mask, labels[camera])
             assert run.totals(camera)['dropped'] == 0
+        if publishes is not None:
+            publishes.extend(run.recorder.publishes)
         return engine.batches
 
 
 def test_cameras_waiting_together_share_one_engine_call(context, model):
     assert run_three_cameras(context, model, max_batch=0) == [1, 3]
+
+
+def test_every_mask_of_a_batch_goes_out_before_any_picture(context, model):
+    publishes = []
+    assert run_three_cameras(context, model, max_batch=0, publishes=publishes) == [1, 3]
+    batch = [(topic, outputs) for topic, stamp, outputs in publishes if stamp == 2]
+    assert batch == [(camera, ('mask',)) for camera in CAMERAS] + [
+        (camera, ('color_mask', 'overlay')) for camera in CAMERAS]
 
 
 def test_max_batch_splits_the_waiting_frames(context, model):

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from seg_node.msg import topics
 from seg_node.msg.cdr import CdrError
 from seg_node.msg.image import ImageConversionError, message_to_rgb
 from seg_node.ros.camera import CameraIO
@@ -26,6 +27,9 @@ from seg_node.runtime.render import render_outputs
 from seg_node.runtime.supervisor import EngineSupervisor, InferenceError
 
 STAGES = ('convert', 'preprocess', 'inference', 'render', 'publish')
+# Every frame's mask (and confidence) is published before any colour mask or overlay: planning
+# reads the mask, whose latency then does not include rendering and sending the pictures.
+OUTPUT_PASSES = (frozenset({'mask', 'confidence'}), topics.VISUALIZATION_OUTPUTS)
 
 
 @dataclass
@@ -37,6 +41,8 @@ class Job:
     header: Any  # the input's std_msgs/Header, or its CdrHeader on the serialized path
     rgb: np.ndarray
     outputs: set[str]
+    render_ms: float = 0.0
+    publish_ms: float = 0.0
 
 
 class FramePipeline:
@@ -106,29 +112,40 @@ class FramePipeline:
         timing = model.engine.last_timing
         self.stage_ms['preprocess'].append(timing.preprocess_ms / len(jobs))
         self.stage_ms['inference'].append(timing.inference_ms / len(jobs))
-        for job, result in zip(jobs, results, strict=True):
-            try:
-                self._render_and_publish(job, result, model.lut, settings)
-            except Exception as err:  # noqa: BLE001 - one frame's failure must not lose the others
-                if not self.running:
-                    return  # ROS is shutting down under us: nothing left to publish to
-                self.unexpected('rendering or publishing a frame')
-                self._fail(job, f'output failed, frame dropped ({type(err).__name__}: {err})', settings)
+        pending = list(zip(jobs, results, strict=True))
+        for outputs in OUTPUT_PASSES:
+            still = []
+            for job, result in pending:
+                try:
+                    self._render_and_publish(job, result, job.outputs & outputs, model.lut, settings)
+                except Exception as err:  # noqa: BLE001 - one frame's failure must not lose the others
+                    if not self.running:
+                        return  # ROS is shutting down under us: nothing left to publish to
+                    self.unexpected('rendering or publishing a frame')
+                    self._fail(job, f'output failed, frame dropped ({type(err).__name__}: {err})', settings)
+                else:
+                    still.append((job, result))
+            pending = still
+        for job, _ in pending:
+            self.stage_ms['render'].append(job.render_ms)
+            self.stage_ms['publish'].append(job.publish_ms)
+            job.camera.stats.count('processed')
+            job.camera.stats.record_latency((time.monotonic() - job.frame.receive_time) * 1e3)
 
-    def _render_and_publish(self, job: Job, result: Any, lut: np.ndarray, settings: NodeSettings) -> None:
+    def _render_and_publish(self, job: Job, result: Any, outputs: set[str], lut: np.ndarray,
+                            settings: NodeSettings) -> None:
+        if not outputs:
+            return
         t0 = time.perf_counter()
-        rendered = render_outputs(job.rgb, result, lut, outputs=job.outputs,
+        rendered = render_outputs(job.rgb, result, lut, outputs=outputs,
                                   overlay_alpha=settings.overlay_alpha,
                                   mask_resolution=settings.mask_resolution,
                                   visualization_scale=settings.visualization_scale,
                                   buffer=job.camera.buffers(job.header))
         t1 = time.perf_counter()
         job.camera.publish(rendered, job.header)
-        t2 = time.perf_counter()
-        self.stage_ms['render'].append((t1 - t0) * 1e3)
-        self.stage_ms['publish'].append((t2 - t1) * 1e3)
-        job.camera.stats.count('processed')
-        job.camera.stats.record_latency((time.monotonic() - job.frame.receive_time) * 1e3)
+        job.render_ms += (t1 - t0) * 1e3
+        job.publish_ms += (time.perf_counter() - t1) * 1e3
 
     def _fail(self, job: Job, reason: str, settings: NodeSettings) -> None:
         job.camera.stats.count('failed')
