@@ -156,12 +156,14 @@ def _ablation(by_key: dict) -> list[str]:
     if len(rows) < 3:
         return []
     lines = ['', f'## What each part of the data path buys ({name}, mask + colour mask + overlay subscribed)',
-             '', '| node | what differs | delivered | latency p50 / p99 ms | publish ms per frame '
-             '| node CPU ms per frame |', '|---|---|---|---|---|---|']
+             '', '| node | what differs | delivered | mask latency p50 / p99 ms | overlay latency p50 / p99 ms '
+             '| publish ms per frame | node CPU ms per frame |', '|---|---|---|---|---|---|---|']
     for impl, label, case in rows:
         publish = _stages(case).get('publish', float('nan'))
+        overlay = case.get('overlay_latency_ms') or {'p50': float('nan'), 'p99': float('nan')}
         lines.append(f'| {impl} | {label} | {case["delivered_fraction"]:.1%} | {_fmt(case["latency_ms"]["p50"])} / '
-                     f'{_fmt(case["latency_ms"]["p99"])} | {_fmt(publish, 2)} | {_fmt(cpu_ms_per_frame(case))} |')
+                     f'{_fmt(case["latency_ms"]["p99"])} | {_fmt(overlay["p50"])} / {_fmt(overlay["p99"])} | '
+                     f'{_fmt(publish, 2)} | {_fmt(cpu_ms_per_frame(case))} |')
     lines += ['', '"Publish" is the worker thread\'s time in publishing a frame\'s outputs; "node CPU" counts '
               'every thread of the process (Fast DDS\'s included) per delivered frame.']
     return lines

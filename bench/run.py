@@ -146,6 +146,9 @@ def summarize(impl: str, case: Case, sent: dict, seen: dict, sampler: ProcSample
             timeline.append((float(stamp), (receipt - float(stamp)) * 1e3))
     expected = sent['sent_per_camera'] * case.cameras
     lat = np.array(latencies) if latencies else np.array([np.nan])
+    # The overlay goes out after every mask of its batch: its latency is that of the whole frame.
+    overlays = [(receipt - float(stamp)) * 1e3 for cam in range(case.cameras)
+                for stamp, receipt in seen['received'].get(output_topic(cam, 'overlay'), {}).items()]
     stamps = [t for t, _ in timeline]
     window = (min(stamps), max(stamps)) if stamps else (0, 0)
     timeline.sort()
@@ -159,6 +162,8 @@ def summarize(impl: str, case: Case, sent: dict, seen: dict, sampler: ProcSample
         'output_rate_hz': sum(delivered) / sent['send_seconds'],
         'latency_ms': {q: float(np.percentile(lat, p)) for q, p in
                        (('p50', 50), ('p90', 90), ('p99', 99), ('max', 100))},
+        'overlay_latency_ms': ({q: float(np.percentile(overlays, p)) for q, p in (('p50', 50), ('p99', 99))}
+                               if overlays else {}),
         'latency_p50_per_second_ms': [float(np.median(v)) for _, v in sorted(per_second.items())],
         'node_cpu_percent': sampler.cpu_percent(*window),
         'node_rss_mb': max((s[2] for s in sampler.samples), default=float('nan')),

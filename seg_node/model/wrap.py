@@ -79,8 +79,9 @@ def _replace_input(model: onnx.ModelProto, spec: ModelSpec, b: _Builder) -> list
     if spec.input_layout == FLOAT_NCHW:
         mean = np.array(spec.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
         inv_std = 1.0 / (np.array(spec.std, np.float32).reshape(1, 3, 1, 1) * 255.0)
-        x = b.node('Cast', [INPUT], to=TensorProto.FLOAT)
-        x = b.node('Transpose', [x], perm=[0, 3, 1, 2])
+        # Transpose the bytes, then widen them: the transpose moves 1 byte per value, not 4.
+        x = b.node('Transpose', [INPUT], perm=[0, 3, 1, 2])
+        x = b.node('Cast', [x], to=TensorProto.FLOAT)
         x = b.node('Sub', [x, b.const('mean', mean)])
         if spec.input_dtype == np.float16:
             x = b.node('Mul', [x, b.const('inv_std', inv_std)])
