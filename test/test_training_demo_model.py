@@ -1,6 +1,8 @@
 """The demo model builder, on a tiny recipe: data, training, verified export, card, engine mIoU."""
 
+import dataclasses
 import json
+import time
 
 import onnx
 import pytest
@@ -9,6 +11,8 @@ import torch
 from seg_node.training import demo_model
 from seg_node.training.demo_model import DemoRecipe, build_demo_model, imagenet_weights_available, recipe_for
 from seg_node.training.evaluate import evaluate_model
+from seg_node.training.hyperparameters import Hyperparameters
+from seg_node.training.train import seconds_per_step
 
 torch.set_num_threads(2)
 
@@ -110,3 +114,87 @@ def test_ctrl_c_says_what_was_kept(tmp_path, monkeypatch, capsys):
     assert demo_model.main(['--output', str(tmp_path / 'd.onnx'), '--work', str(tmp_path), '--offline']) == 130
     assert capsys.readouterr().err.strip() == (f'[demo_model] interrupted; kept {tmp_path / "run" / "checkpoint.pt"} '
                                                '(the last completed epoch): the next run resumes from there')
+
+
+def test_epochs_that_fit_the_time_left():
+    assert demo_model.epochs_that_fit(600, 35, most=18) == 17
+    assert demo_model.epochs_that_fit(600, 95, most=18) == 6
+    assert demo_model.epochs_that_fit(600, 10, most=18) == 18, 'never more than the recipe'
+    assert demo_model.epochs_that_fit(60, 95, most=18) == demo_model.MIN_EPOCHS, 'never fewer than the least'
+    assert demo_model.epochs_that_fit(-30, 95, most=18) == demo_model.MIN_EPOCHS
+
+
+def test_a_budgeted_build_trains_the_epochs_that_fit_and_a_resumed_one_keeps_them(tmp_path, monkeypatch, capsys):
+    recipe = dataclasses.replace(tiny_recipe(epochs=12, max_iterations=1), fit_to_budget=True)
+    step_seconds = []
+
+    def timed_step(hp, device, *, height, width):
+        step_seconds.append((hp.mini_batch_size, height, width))
+        return 10.0  # 2 steps per epoch (8 frames, batches of 4), max_iterations 1: 10.5 s an epoch
+    monkeypatch.setattr(demo_model, 'seconds_per_step', timed_step)
+    real_train = demo_model.train
+
+    def interrupted_after_first_epoch(config):
+        def stop(record):
+            raise KeyboardInterrupt
+        return real_train(config, on_epoch=stop)
+    monkeypatch.setattr(demo_model, 'train', interrupted_after_first_epoch)
+    out, work = tmp_path / 'demo.onnx', tmp_path / 'work'
+    deadline = time.time() + demo_model.AFTER_TRAINING_S + 50.0  # 50 s for training: 4 epochs of 10.5 s
+    with pytest.raises(KeyboardInterrupt):
+        build_demo_model(out, work=work, device='cpu', recipe=recipe, deadline=deadline)
+    assert step_seconds == [(4, 48, 96)], 'the step was timed once, at the recipe batch and size'
+    log = capsys.readouterr().out
+    assert 'a training step takes 10.00 s on this CPU (4 images): 4 of at most 12 epochs fit' in log
+    assert 'for 4 epochs on cpu' in log
+    # Resumed after the deadline has passed: the plan made when the build began stands.
+    monkeypatch.setattr(demo_model, 'train', real_train)
+    card = build_demo_model(out, work=work, device='cpu', recipe=recipe, deadline=time.time() - 3600)
+    log = capsys.readouterr().out
+    assert 'resuming with the plan made when this build began: 4 epochs' in log
+    assert step_seconds == [(4, 48, 96)], 'no second timing on resume'
+    assert [json.loads(line)['epoch'] for line in (work / 'run' / 'metrics.jsonl').read_text().splitlines()] \
+        == [0, 1, 2, 3]
+    plan = card['plan']
+    assert 4 * 10.5 <= plan.pop('seconds_for_training') <= 50.0, 'the seconds left when the step was timed'
+    assert plan == {'epochs': 4, 'most_epochs': 12, 'seconds_per_step': 10.0, 'steps_per_epoch': 1}
+    assert card['recipe']['hyperparameters']['epochs'] == 4
+    assert '- epochs: 4 of at most 12, as many as fit the time budget' in out.with_suffix('.md').read_text()
+
+
+def test_too_little_time_trains_the_least_epochs_and_says_the_budget_is_exceeded(tmp_path, monkeypatch, capsys):
+    recipe = dataclasses.replace(tiny_recipe(epochs=5, max_iterations=1), fit_to_budget=True)
+    monkeypatch.setattr(demo_model, 'seconds_per_step', lambda hp, device, *, height, width: 30.0)
+    card = build_demo_model(tmp_path / 'demo.onnx', work=tmp_path / 'work', device='cpu', recipe=recipe,
+                            deadline=time.time())
+    assert card['plan']['epochs'] == demo_model.MIN_EPOCHS
+    assert (f'too little: training the least {demo_model.MIN_EPOCHS} epochs, so the build will take longer '
+            'than its budget') in capsys.readouterr().out
+
+
+def test_without_a_deadline_the_recipe_epochs_stand(tmp_path, monkeypatch):
+    recipe = dataclasses.replace(tiny_recipe(epochs=2, max_iterations=1), fit_to_budget=True)
+    monkeypatch.setattr(demo_model, 'seconds_per_step', lambda *a, **k: pytest.fail('no timing without a budget'))
+    card = build_demo_model(tmp_path / 'demo.onnx', work=tmp_path / 'work', device='cpu', recipe=recipe)
+    assert card['plan'] == {'epochs': 2, 'most_epochs': 2, 'seconds_per_step': None, 'steps_per_epoch': 0,
+                            'seconds_for_training': None}
+
+
+@pytest.mark.parametrize(('argv', 'reason'), [
+    (['--budget-minutes', '-1'], '--budget-minutes must be a number of minutes >= 0 (0: no budget), not -1.0'),
+    (['--budget-minutes', 'nan'], '--budget-minutes must be a number of minutes >= 0 (0: no budget), not nan'),
+    (['--budget-minutes', 'soon'], "argument --budget-minutes: invalid float value: 'soon'"),
+    (['--started-at', str(4e9)], '--started-at 4000000000.0 is in the future'),
+])
+def test_bad_budget_arguments_are_one_sentence(tmp_path, capsys, argv, reason):
+    with pytest.raises(SystemExit) as stopped:
+        demo_model.main(['--output', str(tmp_path / 'd.onnx'), '--work', str(tmp_path), '--offline', *argv])
+    assert stopped.value.code == 2
+    assert reason in capsys.readouterr().err
+    assert not (tmp_path / 'd.onnx').exists()
+
+
+def test_the_step_timing_runs_the_recipe_network():
+    hp = Hyperparameters(**tiny_recipe(mini_batch_size=2, threads=1).hyperparameters, use_pretrained_model=False)
+    seconds = seconds_per_step(hp, torch.device('cpu'), height=48, width=96, steps=1)
+    assert 0.0 < seconds < 60.0

@@ -216,13 +216,16 @@ def test_trains_on_cityscapes_and_camvid_layouts(tmp_path, writer, fmt, classes)
 FLAGS = 'processor\t: 0\nflags\t\t: fpu sse sse2 avx2 avx512f {}\n'
 
 
-def test_bf16_autocast_only_where_the_cpu_has_it_natively(capsys):
+def test_bf16_autocast_only_where_the_cpu_has_it_natively(capsys, monkeypatch):
+    monkeypatch.setattr(train_module, '_SAID_ONCE', set())
     cpu = torch.device('cpu')
     assert cpu_has_native_bf16(FLAGS.format('avx512_bf16')) and cpu_has_native_bf16(FLAGS.format('amx_bf16'))
     assert not cpu_has_native_bf16(FLAGS.format('avx512vl'))  # AMD Zen 3 and older Intel: emulated
     assert mixed_precision('true', cpu, native_bf16=True)
     assert not mixed_precision('true', cpu, native_bf16=False)
     assert 'training in float32' in capsys.readouterr().out
+    assert not mixed_precision('true', cpu, native_bf16=False)
+    assert 'training in float32' not in capsys.readouterr().out, 'the note is said once per process'
     assert not mixed_precision('auto', cpu, native_bf16=True)  # the CPU default stays float32
     assert not mixed_precision('false', torch.device('cuda'))
     assert mixed_precision('auto', torch.device('cuda')) and mixed_precision('true', torch.device('cuda'))

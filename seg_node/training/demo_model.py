@@ -14,8 +14,10 @@ trains at a small resolution so that the whole build takes minutes; on a GPU at 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -34,13 +36,21 @@ from seg_node.synthetic import write_sagemaker_dataset
 from seg_node.training.evaluate import evaluate_model
 from seg_node.training.export import ExportOptions, export_checkpoint
 from seg_node.training.hyperparameters import Hyperparameters, RunConfig, as_dict
-from seg_node.training.train import mixed_precision, train
+from seg_node.training.train import mixed_precision, seconds_per_step, train
 
-__all__ = ['DemoRecipe', 'build_demo_model', 'imagenet_weights_available', 'main', 'recipe_for']
+__all__ = ['DemoRecipe', 'TrainingPlan', 'build_demo_model', 'epochs_that_fit', 'imagenet_weights_available',
+           'main', 'recipe_for']
 
 DEFAULT_OUTPUT = models_dir() / DEMO_MODEL
 DEFAULT_WORK = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'seg_node' / 'demo_build'
 HELD_OUT_SEED = 7919  # held-out frames come from drives the training never saw
+BUDGET_MINUTES = 15.0  # the first ``make demo`` on a fresh machine, install included (issue 13)
+# What follows training inside that budget: export and held-out measurement (~15 s) and make demo's
+# replay (~45 s) on 2 cores, with a margin.
+AFTER_TRAINING_S = 90.0
+MIN_EPOCHS = 3  # fewer leave a model that does not show the system working, whatever the budget
+# An epoch is its timed steps plus validation, the checkpoint and data loading: measured 1.03-1.05x.
+EPOCH_OVERHEAD = 1.05
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,26 @@ class DemoRecipe:
     val_frames: int
     held_out_frames: int
     hyperparameters: dict
+    # When true, the hyperparameters' epochs is the most; a timed training step decides how many fit
+    # the time budget (CPUs of one machine kind differ 4x in speed).
+    fit_to_budget: bool = False
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How many epochs this build trains, and the measurement that decided it."""
+
+    epochs: int
+    most_epochs: int
+    seconds_per_step: float | None = None  # None: no budget, the recipe's epochs
+    steps_per_epoch: int = 0
+    seconds_for_training: float | None = None
+
+
+def epochs_that_fit(seconds: float, seconds_per_epoch: float, most: int, least: int = MIN_EPOCHS) -> int:
+    """Whole epochs of ``seconds_per_epoch`` that fit in ``seconds``, between ``least`` and ``most``."""
+    fit = math.floor(seconds / seconds_per_epoch) if seconds > 0 else 0
+    return max(least, min(most, fit))
 
 
 # CPU recipes measured on 2 cores, backbone from scratch, one run each, held-out mIoU on the 100
@@ -87,7 +117,8 @@ def recipe_for(device: str, *, pretrained: bool = False) -> DemoRecipe:
     return DemoRecipe(192, 96, 400, 24, 100, common | {
         'output_stride': 32, 'epochs': 18, 'mini_batch_size': 8, 'base_size': 192, 'crop_size': 192,
         'crop_height': 96, 'eval_size': [96, 192], 'amp': 'true', 'workers': 0,
-        'threads': len(os.sched_getaffinity(0))})  # amp: bf16 only where the CPU has it natively
+        'threads': len(os.sched_getaffinity(0))},  # amp: bf16 only where the CPU has it natively
+        fit_to_budget=True)
 
 
 def imagenet_weights_available(*, download: bool, timeout_s: float = 20.0) -> bool:
@@ -143,19 +174,52 @@ def _training_run(run_dir: Path, fingerprint: str) -> Path | None:
     if checkpoint.is_file() and stamp.is_file() and stamp.read_text().strip() == fingerprint:
         return checkpoint
     if run_dir.exists():
-        _say('the recipe or the data changed since the last build: training starts over')
+        same = stamp.is_file() and stamp.read_text().strip() == fingerprint
+        _say('the last build stopped before its first epoch ended: training starts' if same else
+             'the recipe or the data changed since the last build: training starts over')
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     stamp.write_text(fingerprint + '\n')
     return None
 
 
+def _plan(recipe: DemoRecipe, hp: Hyperparameters, device: str, run_dir: Path, *, resuming: bool,
+          deadline: float | None) -> TrainingPlan:
+    """The epochs of this build: kept from the plan of the build being resumed, else measured against the deadline."""
+    plan_file = run_dir / 'plan.json'
+    if resuming and plan_file.is_file():
+        plan = TrainingPlan(**json.loads(plan_file.read_text()))
+        _say(f'resuming with the plan made when this build began: {plan.epochs} epochs')
+        return plan
+    if not recipe.fit_to_budget or deadline is None:
+        plan = TrainingPlan(epochs=hp.epochs, most_epochs=hp.epochs)
+    else:
+        step_s = seconds_per_step(hp, torch.device(device), height=recipe.height, width=recipe.width)
+        steps = max(recipe.train_frames // hp.mini_batch_size, 1)
+        if hp.max_iterations:
+            steps = min(steps, hp.max_iterations)
+        seconds = deadline - time.time() - AFTER_TRAINING_S
+        plan = TrainingPlan(epochs=epochs_that_fit(seconds, step_s * steps * EPOCH_OVERHEAD, hp.epochs),
+                            most_epochs=hp.epochs, seconds_per_step=round(step_s, 3), steps_per_epoch=steps,
+                            seconds_for_training=round(seconds, 1))
+        fits = f'{plan.epochs} of at most {hp.epochs} epochs fit the {max(seconds, 0) / 60:.1f} min left for training'
+        if plan.epochs * step_s * steps * EPOCH_OVERHEAD > seconds:
+            fits = (f'{max(seconds, 0) / 60:.1f} min are left for training, too little: training the least '
+                    f'{plan.epochs} epochs, so the build will take longer than its budget')
+        _say(f'a training step takes {step_s:.2f} s on this CPU ({hp.mini_batch_size} images): {fits}')
+    plan_file.write_text(json.dumps(dataclasses.asdict(plan)) + '\n')
+    return plan
+
+
 def build_demo_model(output: Path = DEFAULT_OUTPUT, *, work: Path | None = None, device: str = 'auto',
-                     recipe: DemoRecipe | None = None, download: bool = False) -> dict:
+                     recipe: DemoRecipe | None = None, download: bool = False,
+                     deadline: float | None = None) -> dict:
     """Train, export and measure the demo model; return the model card.
 
-    ``download`` lets torchvision fetch the ImageNet backbone weights when they are not cached. An
-    interrupted build resumes from its last completed epoch when recipe and data are unchanged.
+    ``download`` lets torchvision fetch the ImageNet backbone weights when they are not cached. A
+    recipe with ``fit_to_budget`` trains as many epochs as fit before ``deadline`` (``time.time()``
+    seconds) less what follows training. An interrupted build resumes from its last completed epoch
+    when recipe and data are unchanged, with the epochs planned when it began.
     """
     started = time.perf_counter()
     device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
@@ -173,6 +237,8 @@ def build_demo_model(output: Path = DEFAULT_OUTPUT, *, work: Path | None = None,
         {'recipe': asdict(recipe), 'hp': as_dict(hp), 'device': device,
          'data': (data.parent / 'data.sha256').read_text().strip()}, sort_keys=True).encode()).hexdigest()
     resume = _training_run(run_dir, fingerprint)
+    plan = _plan(recipe, hp, device, run_dir, resuming=resume is not None, deadline=deadline)
+    hp = dataclasses.replace(hp, epochs=plan.epochs)
     _say(f'training {hp.algorithm} on {hp.backbone} for {hp.epochs} epochs on {device} '
          f'({"from ImageNet weights" if pretrained else "from scratch"}, '
          f'{"bfloat16" if mixed_precision(hp.amp, torch.device(device)) else "float32"})')
@@ -191,6 +257,7 @@ def build_demo_model(output: Path = DEFAULT_OUTPUT, *, work: Path | None = None,
         'model': str(output), 'bytes': output.stat().st_size,
         'trained_on': 'synthetic driving scenes only (seg_node.synthetic.drive), Cityscapes train ids',
         'recipe': asdict(recipe) | {'hyperparameters': as_dict(hp)},
+        'plan': asdict(plan),
         'device': device, 'machine': platform.processor() or platform.machine(),
         'torch_threads': torch.get_num_threads(),
         'seconds': {'data': round(data_seconds, 1), 'train': round(train_seconds, 1),
@@ -227,6 +294,7 @@ def _write_card(output: Path, card: dict, table: str) -> None:
         f'- build time on {card["device"]} ({card["torch_threads"]} threads): '
         f'{card["seconds"]["build_total"]} s (data {card["seconds"]["data"]} s, training '
         f'{card["seconds"]["train"]} s)',
+        _plan_line(card['plan']),
         f'- export check: argmax agreement {card["export"]["argmax_agreement"] * 100:.3f} % '
         '(ONNX Runtime vs PyTorch)',
         f'- rebuild: `{card["rebuild"]}`', '', '```', table, '```', '',
@@ -237,6 +305,28 @@ def _write_card(output: Path, card: dict, table: str) -> None:
     output.with_suffix('.md').write_text('\n'.join(lines))
 
 
+def _plan_line(plan: dict) -> str:
+    if plan['seconds_per_step'] is None:
+        return f'- epochs: {plan["epochs"]} (the recipe\'s)'
+    return (f'- epochs: {plan["epochs"]} of at most {plan["most_epochs"]}, as many as fit the time budget on this CPU '
+            f'(a training step of {plan["steps_per_epoch"]} per epoch took {plan["seconds_per_step"]} s)')
+
+
+def _deadline(budget_minutes: float, started_at: float | None) -> float | None:
+    """When the build should be done, or None without a budget; a bad value is one sentence."""
+    if not math.isfinite(budget_minutes) or budget_minutes < 0:
+        msg = f'--budget-minutes must be a number of minutes >= 0 (0: no budget), not {budget_minutes}'
+        raise ValueError(msg)
+    now = time.time()
+    if started_at is None:
+        started_at = now
+    elif not math.isfinite(started_at) or started_at > now + 60:
+        msg = (f'--started-at {started_at} is in the future: it is the UNIX time at which the build began '
+               '(date +%s), before any install')
+        raise ValueError(msg)
+    return None if budget_minutes == 0 else started_at + budget_minutes * 60
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: build the demo model unless it exists (``--force`` rebuilds)."""
     p = argparse.ArgumentParser(prog='demo_model', description=__doc__.splitlines()[0])
@@ -244,14 +334,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument('--work', type=Path, help=f'data and training run folder (default {DEFAULT_WORK})')
     p.add_argument('--device', default='auto', help='auto, cpu or cuda')
     p.add_argument('--force', action='store_true', help='rebuild even if the model exists')
+    p.add_argument('--budget-minutes', type=float, default=BUDGET_MINUTES,
+                   help=f'train as many epochs as let the build (and make demo\'s replay) end within this many '
+                        f'minutes of --started-at; 0: the recipe\'s epochs (default {BUDGET_MINUTES:g})')
+    p.add_argument('--started-at', type=float,
+                   help='UNIX time the build began, e.g. before installing (make demo passes it; default now)')
     p.add_argument('--offline', action='store_true', default=os.environ.get('SEG_NODE_OFFLINE') == '1',
                    help='never download the ImageNet weights (also SEG_NODE_OFFLINE=1)')
     args = p.parse_args(argv)
+    try:
+        deadline = _deadline(args.budget_minutes, args.started_at)
+    except ValueError as err:
+        p.error(str(err))
     if args.output.exists() and not args.force:
         print(f'{args.output} exists (use --force to rebuild)')
         return 0
     try:
-        card = build_demo_model(args.output, work=args.work, device=args.device, download=not args.offline)
+        card = build_demo_model(args.output, work=args.work, device=args.device, download=not args.offline,
+                                deadline=deadline)
     except KeyboardInterrupt:
         kept = (args.work or DEFAULT_WORK) / 'run' / 'checkpoint.pt'
         what = f'kept {kept} (the last completed epoch)' if kept.is_file() else 'no epoch had completed'
