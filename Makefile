@@ -41,9 +41,12 @@ soak: setup
 # The model is built outside the DDS sandbox: its only network use is fetching ImageNet weights.
 # The clock starts before the install: a first make demo trains as many epochs as let the whole
 # of it, install included, end within 15 minutes (seg_node.training.demo_model --budget-minutes).
+# The check for a built model imports no torch (that alone takes 3-9 s).
+DEMO_MODEL_MISSING := $(PY) -c 'import sys; from seg_node.model.file import DEMO_MODEL, models_dir; \
+	sys.exit((models_dir() / DEMO_MODEL).is_file())'
 demo:
 	@started=$$(date +%s) && $(MAKE) --no-print-directory setup-train && \
-	  $(PY) -m seg_node.training.demo_model --started-at $$started
+	  if $(DEMO_MODEL_MISSING); then $(PY) -m seg_node.training.demo_model --started-at $$started; fi
 	$(ISOLATED) $(PY) -m demo.run
 
 # DDS benchmarks against the baseline node plus engine micro-benchmarks: out/bench/, BENCHMARKS.md.

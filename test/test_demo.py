@@ -1,5 +1,6 @@
 """The demo end to end, small and fast: a contract model, a short drive, the real node over DDS."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -104,3 +105,23 @@ def test_an_instant_engine_leaves_headroom_for_rendering_only(tmp_path, monkeypa
     # By hand: 2.5 x 15 ms of rendering = 37.5 ms per frame against 33.3 ms at 30 Hz: 0.89x real time.
     assert plan.rate == pytest.approx(33.33 / 37.5, rel=0.05)
     assert plan.frames == 90
+
+
+def test_a_second_run_reuses_the_drive_only_when_nothing_it_depends_on_changed(tmp_path, monkeypatch):
+    options = demo.SynthOptions(cameras=1, frames=2, width=64, height=32, seed=5, scene='palette')
+    folder = tmp_path / 'drive'
+    assert demo.ensure_drive(folder, options) is False
+    written = {p: p.stat().st_mtime_ns for p in folder.rglob('*') if p.is_file()}
+    assert written, 'the drive was written'
+    assert demo.ensure_drive(folder, options) is True
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob('*') if p.is_file()} == written, 'nothing rewritten'
+    with open_bag(folder) as bag:
+        assert sum(1 for _ in bag.messages()) > 0
+    # Other options, or a drive whose writing was interrupted (no stamp): drawn again.
+    assert demo.ensure_drive(folder, dataclasses.replace(options, seed=6)) is False
+    (tmp_path / 'drive.key').unlink()
+    assert demo.ensure_drive(folder, options) is False
+    # Another generator (its source changed): drawn again.
+    monkeypatch.setattr(demo, 'drive_key', lambda opts: 'another generator')
+    assert demo.ensure_drive(folder, options) is False
+    assert (tmp_path / 'drive.key').read_text().strip() == 'another generator'

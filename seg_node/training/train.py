@@ -234,7 +234,7 @@ def seconds_per_step(hp: Hyperparameters, device: torch.device, *, height: int, 
     """Median wall time of one training step of ``hp``'s network, batch and precision, on random data.
 
     One untimed step first (oneDNN builds its kernels then). Machines of one kind differ several
-    times in this figure (a ResNet-50 step: 0.5 s with AVX-512 BF16, 2 s on an AVX2-only CPU).
+    times in this figure (a ResNet-50 step: about 0.7 s with AVX-512 BF16, 1.8 s on an AVX2-only CPU).
     """
     if hp.threads:
         torch.set_num_threads(hp.threads)
