@@ -54,7 +54,9 @@ def replay(tmp_path_factory):
     # Reliable input with a queue: DDS never drops a frame, so any loss would be the node's.
     node = NodeProcess({'model_path': root / 'palette.onnx', 'image_topics': list(CAMERAS),
                         'providers': ['cpu'], 'input_reliability': 'reliable', 'input_depth': 10,
-                        'overlay_alpha': ALPHA, 'diagnostics_period_s': 0.2})
+                        'overlay_alpha': ALPHA, 'diagnostics_period_s': 0.2,
+                        # seg_bag label writes pictures at the camera's size; the node's default is half.
+                        'visualization_scale': 1.0})
     recorded = [*CAMERAS, *(topics.segmentation_topic(c, n) for c in CAMERAS for n in (*OUTPUTS, 'labels')),
                 '/diagnostics']
     try:
