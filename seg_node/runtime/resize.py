@@ -27,4 +27,8 @@ def resize_nearest(mask: np.ndarray, size: tuple[int, int], dst: np.ndarray | No
             return mask
         dst[...] = mask
         return dst
+    if dst is not None and h == w == 1:
+        # OpenCV 4.5 (Humble) refuses a 1x1 multi-channel dst (_step >= minstep); nearest takes pixel (0, 0).
+        dst[...] = mask[:1, :1]
+        return dst
     return cv2.resize(mask, (w, h), dst=dst, interpolation=cv2.INTER_NEAREST)
