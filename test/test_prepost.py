@@ -53,16 +53,21 @@ def test_render_outputs_at_either_mask_resolution(resolution):
     assert out.confidence.shape == expected_mask.shape
 
 
+def recording_buffer(fill: int | None = None) -> tuple[dict, object]:
+    """A render buffer factory that keeps every buffer it hands out, by output name."""
+    given = {}
+
+    def buffer(name, shape):
+        given[name] = np.empty(shape, np.uint8) if fill is None else np.full(shape, fill, np.uint8)
+        return given[name]
+    return given, buffer
+
+
 @pytest.mark.parametrize('mask_resolution', ['input', 'model'])
 def test_visualizations_at_the_models_size(mask_resolution):
     image = RNG.integers(0, 256, (60, 80, 3), dtype=np.uint8)
     small = RNG.integers(0, 19, (15, 20), dtype=np.uint8)
-    given = {}
-
-    def buffer(name, shape):
-        given[name] = np.empty(shape, np.uint8)
-        return given[name]
-
+    given, buffer = recording_buffer()
     out = render_outputs(image, Segmentation(small, None), palette_lut(CITYSCAPES_PALETTE),
                          outputs={'mask', 'color_mask', 'overlay'}, overlay_alpha=0.25,
                          mask_resolution=mask_resolution, visualization_scale=0.25, buffer=buffer)
@@ -90,12 +95,7 @@ def test_visualizations_at_a_scale_between_model_and_input(scale, size):
 def test_overlay_alone_at_input_resolution_needs_no_colour_buffer():
     image = RNG.integers(0, 256, (60, 80, 3), dtype=np.uint8)
     small = RNG.integers(0, 19, (15, 20), dtype=np.uint8)
-    given = {}
-
-    def buffer(name, shape):
-        given[name] = np.empty(shape, np.uint8)
-        return given[name]
-
+    given, buffer = recording_buffer()
     out = render_outputs(image, Segmentation(small, None), palette_lut(CITYSCAPES_PALETTE),
                          outputs={'overlay'}, buffer=buffer)
     assert set(given) == {'overlay'} and out.overlay is given['overlay']
@@ -104,12 +104,7 @@ def test_overlay_alone_at_input_resolution_needs_no_colour_buffer():
 
 def test_only_requested_outputs_are_rendered_into_given_buffers():
     image = np.zeros((20, 30, 3), np.uint8)
-    given = {}
-
-    def buffer(name, shape):
-        given[name] = np.full(shape, 7, np.uint8)
-        return given[name]
-
+    given, buffer = recording_buffer(fill=7)
     out = render_outputs(image, Segmentation(np.ones((20, 30), np.uint8), None),
                          palette_lut(CITYSCAPES_PALETTE), outputs={'mask'}, buffer=buffer)
     assert out.color_mask is None and out.overlay is None and out.confidence is None

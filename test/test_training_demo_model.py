@@ -74,8 +74,8 @@ def test_fine_tuning_recipe_slows_the_backbone_only():
     assert tuned['learning_rate'] * tuned['head_lr_mult'] > scratch['learning_rate']
 
 
-def test_an_interrupted_build_resumes_and_a_changed_recipe_starts_over(tmp_path, monkeypatch, capsys):
-    recipe = tiny_recipe(epochs=2, max_iterations=1)
+def interrupt_training_after_first_epoch(monkeypatch) -> object:
+    """Make the builder's training stop with Ctrl-C after its first epoch; return the real ``train``."""
     real_train = demo_model.train
 
     def interrupted_after_first_epoch(config):
@@ -83,6 +83,12 @@ def test_an_interrupted_build_resumes_and_a_changed_recipe_starts_over(tmp_path,
             raise KeyboardInterrupt
         return real_train(config, on_epoch=stop)
     monkeypatch.setattr(demo_model, 'train', interrupted_after_first_epoch)
+    return real_train
+
+
+def test_an_interrupted_build_resumes_and_a_changed_recipe_starts_over(tmp_path, monkeypatch, capsys):
+    recipe = tiny_recipe(epochs=2, max_iterations=1)
+    real_train = interrupt_training_after_first_epoch(monkeypatch)
     out, work = tmp_path / 'demo.onnx', tmp_path / 'work'
     with pytest.raises(KeyboardInterrupt):
         build_demo_model(out, work=work, device='cpu', recipe=recipe)
@@ -132,13 +138,7 @@ def test_a_budgeted_build_trains_the_epochs_that_fit_and_a_resumed_one_keeps_the
         step_seconds.append((hp.mini_batch_size, height, width))
         return 10.0  # 2 steps per epoch (8 frames, batches of 4), max_iterations 1: 11 s an epoch
     monkeypatch.setattr(demo_model, 'seconds_per_step', timed_step)
-    real_train = demo_model.train
-
-    def interrupted_after_first_epoch(config):
-        def stop(record):
-            raise KeyboardInterrupt
-        return real_train(config, on_epoch=stop)
-    monkeypatch.setattr(demo_model, 'train', interrupted_after_first_epoch)
+    real_train = interrupt_training_after_first_epoch(monkeypatch)
     out, work = tmp_path / 'demo.onnx', tmp_path / 'work'
     deadline = time.time() + demo_model.AFTER_TRAINING_S + 50.0  # 50 s for training: 4 epochs of 11 s
     with pytest.raises(KeyboardInterrupt):

@@ -48,7 +48,8 @@ from seg_node.training.models import build_network
 from seg_node.training.sagemaker import MIOU_ALL, MIOU_PRESENT, validation_scores
 from seg_node.training.transforms import SegmentationPresetEval, SegmentationPresetTrain
 
-__all__ = ['criterion', 'evaluate', 'load_checkpoint', 'main', 'seconds_per_step', 'train', 'train_one_epoch']
+__all__ = ['criterion', 'evaluate', 'load_checkpoint', 'main', 'seconds_per_step', 'train', 'train_one_epoch',
+           'training_step']
 
 
 def _rank() -> int:
@@ -199,6 +200,28 @@ def median_frequency_weights(frequencies: np.ndarray, max_weight: float = 10.0) 
     return np.minimum(weights, max_weight)
 
 
+def _grad_scaler(amp: bool, device: torch.device) -> torch.amp.GradScaler | None:
+    # float16 on a GPU needs loss scaling; bfloat16 on a CPU does not.
+    return torch.amp.GradScaler('cuda') if amp and device.type == 'cuda' else None
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                  targets: torch.Tensor, *, amp: bool, scaler: torch.amp.GradScaler | None,
+                  weight: torch.Tensor | None = None, ohem_threshold: float = 0.0) -> torch.Tensor:
+    """One optimizer step on a batch already on the model's device; returns the loss."""
+    with _autocast(images.device, amp):
+        loss = criterion(model(images), targets, weight, ohem_threshold)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss
+
+
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: object,
                     loader: DataLoader, device: torch.device, *, epoch: int, amp: bool,
                     scaler: torch.amp.GradScaler | None, max_iterations: int = 0,
@@ -212,17 +235,10 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     for i, (images, targets) in enumerate(bar):
         if i >= steps:
             break
-        with _autocast(device, amp):
-            outputs = model(images.to(device, non_blocking=True, memory_format=torch.channels_last))
-            loss = criterion(outputs, targets.to(device, non_blocking=True), weight, ohem_threshold)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        loss = training_step(model, optimizer,
+                             images.to(device, non_blocking=True, memory_format=torch.channels_last),
+                             targets.to(device, non_blocking=True), amp=amp, scaler=scaler, weight=weight,
+                             ohem_threshold=ohem_threshold)
         scheduler.step()
         total, count = total + loss.item(), count + 1
         bar.set_postfix(loss=f'{total / count:.4f}', lr=f'{optimizer.param_groups[0]["lr"]:.2e}')
@@ -243,6 +259,7 @@ def seconds_per_step(hp: Hyperparameters, device: torch.device, *, height: int, 
                           decoder=hp.decoder).to(device, memory_format=torch.channels_last).train()
     optimizer = make_optimizer(hp, model)
     amp = mixed_precision(hp.amp, device)
+    scaler = _grad_scaler(amp, device)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(hp.mini_batch_size, 3, height, width, generator=generator)
     images = images.to(device, memory_format=torch.channels_last)
@@ -250,11 +267,7 @@ def seconds_per_step(hp: Hyperparameters, device: torch.device, *, height: int, 
     times = []
     for _ in range(steps + 1):
         began = time.perf_counter()
-        with _autocast(device, amp):
-            loss = criterion(model(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(model, optimizer, images, targets, amp=amp, scaler=scaler)
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - began)
@@ -488,7 +501,7 @@ def _setup_training(config: RunConfig, train_loader: DataLoader, weight: torch.T
     hp = config.hp
     model = _prepare_model(config, weight, world, device)
     amp = mixed_precision(hp.amp, device)
-    scaler = torch.amp.GradScaler('cuda') if amp and device.type == 'cuda' else None
+    scaler = _grad_scaler(amp, device)
     optimizer = make_optimizer(hp, model)
     scheduler = make_scheduler(hp, optimizer, schedule_steps(hp, len(train_loader)))
     return _Training(model, optimizer, scheduler, device, amp, scaler, weight)
