@@ -5,7 +5,11 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
-export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$here/config/fastdds_localhost.xml}"
+# Fast DDS 3.x (Kilted) reads FASTDDS_..., 2.x (Humble, Jazzy) only FASTRTPS_...: set both, keeping
+# a value the caller set under either name.
+profile="${FASTDDS_DEFAULT_PROFILES_FILE:-${FASTRTPS_DEFAULT_PROFILES_FILE:-$here/config/fastdds_localhost.xml}}"
+export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$profile}"
+export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$profile}"
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 90) + 10 ))}"
 if [[ $EUID -eq 0 && -z "${SEG_NODE_IN_NETNS:-}" ]] && command -v unshare >/dev/null \
    && unshare -n true 2>/dev/null; then

@@ -1,17 +1,11 @@
 """README promises checked over real DDS, against the node as its own process.
 
 Outputs nobody subscribes to are not computed; a runtime model switch republishes the labels and,
-while frames flow, loses no frame and mislabels none; large frames from a sensor-data (best-effort)
-camera arrive through the shipped Fast DDS profile, and what happens without it.
+while frames flow, loses no frame and mislabels none. Large frames through the Fast DDS profile:
+test_large_frames.py.
 """
 
-import os
-import subprocess
-import sys
-import textwrap
 import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +13,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.qos import qos_profile_sensor_data
 from reliability_helpers import image_msg, save_model
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -162,77 +155,3 @@ def test_a_model_switch_while_frames_flow_loses_and_mislabels_nothing(node_and_p
     assert [s for s, _ in peer.masks] == sorted(s for s, _ in peer.masks), 'outputs out of input order'
     assert wait_for(lambda: parse_labels_json(peer.labels[-1]).names == CITYSCAPES_CLASSES[::-1], 5)
     assert 'switched to' not in process.output or 'Traceback' not in process.output
-
-
-LARGE = (480, 640)  # 921,600 bytes of rgb8: above Fast DDS's default 512 KB shared-memory segment
-SENT = 30
-
-
-def test_large_best_effort_frames_arrive_through_the_shipped_profile(tmp_path):
-    # The user's default camera QoS (sensor data: best effort, depth 5) and the node's default input
-    # QoS (best effort, depth 1), with the Fast DDS profile the package ships (set by the harness).
-    assert os.environ['FASTDDS_DEFAULT_PROFILES_FILE'].endswith('config/fastdds_localhost.xml')
-    process = NodeProcess({'model_path': save_model(tmp_path / 'palette.onnx'), 'image_topics': [CAMERA],
-                           'providers': ['cpu'], 'diagnostics_period_s': 0.1})
-    peer = Peer('sensor_data_peer', camera_qos=qos_profile_sensor_data)
-    try:
-        process.wait_ready()
-        assert wait_for(lambda: peer.publisher.get_subscription_count() > 0 and peer.count('received') >= 0, 20)
-        for stamp in range(SENT):
-            peer.publisher.publish(frame(stamp, LARGE)[0])
-            time.sleep(0.1)  # 10 Hz: the camera's own pace, not a wait for an event
-        assert wait_for(lambda: peer.count('received') + peer.count('dropped') >= SENT, 10), peer.counters
-    finally:
-        peer.ros.close()
-        process.stop()
-    print(f'\nsensor-data QoS, 640x480 rgb8 through the profile: {peer.count("received")} of {SENT} received')
-    assert peer.count('received') >= 0.9 * SENT
-
-
-PUBLISHER = textwrap.dedent('''
-    import sys, time
-    import rclpy
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image
-    rclpy.init()
-    node = rclpy.create_node('plain_camera')
-    publisher = node.create_publisher(Image, sys.argv[1], qos_profile_sensor_data)
-    deadline = time.monotonic() + 20
-    while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    msg = Image(height=1080, width=1920, encoding='rgb8', step=1920 * 3, data=bytes(1920 * 1080 * 3))
-    for stamp in range(int(sys.argv[2])):
-        msg.header.stamp.sec = stamp
-        publisher.publish(msg)
-        time.sleep(0.1)
-    time.sleep(1.0)
-    rclpy.shutdown()
-''')
-
-
-@pytest.mark.skipif(os.environ.get('SEG_NODE_IN_NETNS') != '1',
-                    reason='without the profile Fast DDS uses every interface: only inside the loopback-only '
-                           'network namespace that scripts/isolated.sh makes')
-def test_without_the_profile_large_best_effort_frames_are_lost(tmp_path):
-    # What the README documents under "Large frames over DDS": Fast DDS's defaults, both sides.
-    env = {k: v for k, v in os.environ.items() if k != 'FASTDDS_DEFAULT_PROFILES_FILE'}
-    process = NodeProcess({'model_path': save_model(tmp_path / 'palette.onnx'), 'image_topics': [CAMERA],
-                           'providers': ['cpu'], 'diagnostics_period_s': 0.1}, env=env)
-    peer = Peer('plain_profile_peer')  # only reads /diagnostics (small messages cross either way)
-    try:
-        process.wait_ready()
-        camera = subprocess.run([sys.executable, '-c', PUBLISHER, CAMERA, str(SENT)], env=env,
-                                capture_output=True, text=True, timeout=120, check=False)
-        assert camera.returncode == 0, camera.stderr
-        assert wait_for(lambda: peer.count('received') >= 0, 10)
-    finally:
-        peer.ros.close()
-        process.stop()
-    received = peer.count('received')
-    print(f'\nsensor-data QoS, 1920x1080 rgb8 with Fast DDS defaults: {received} of {SENT} received')
-    assert received < SENT / 2, 'large best-effort frames now arrive without the profile: update the README'
-
-
-def test_the_profile_the_harness_uses_is_the_one_the_package_ships():
-    shipped = Path(__file__).resolve().parents[1] / 'config' / 'fastdds_localhost.xml'
-    assert Path(os.environ['FASTDDS_DEFAULT_PROFILES_FILE']).resolve() == shipped

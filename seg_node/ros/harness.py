@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from seg_node.ros.dds_profile import SHIPPED_PROFILE, share_profile
+
 # ROS_DOMAIN_IDs picked for isolated runs; scripts/isolated.sh picks from the same range.
 DOMAIN_RANGE = (10, 99)
-FASTDDS_PROFILE = 'config/fastdds_localhost.xml'
 
 
 def isolate_dds(repo: Path, env: dict[str, str] | None = None) -> dict[str, str]:
@@ -29,10 +30,11 @@ def isolate_dds(repo: Path, env: dict[str, str] | None = None) -> dict[str, str]
 
     Updates ``env`` (default: ``os.environ``) in place and returns it. Values already set (by
     ``scripts/isolated.sh`` or the user) are kept, except that discovery is always localhost-only.
+    The profile goes under both Fast DDS 2.x's and 3.x's variable (``dds_profile``).
     """
     env = os.environ if env is None else env
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(repo / FASTDDS_PROFILE))
+    share_profile(env, repo / SHIPPED_PROFILE)
     env.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(*DOMAIN_RANGE)))
     return env
 

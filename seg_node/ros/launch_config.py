@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from seg_node.msg import topics
 from seg_node.privacy import telemetry_environment
+from seg_node.ros.dds_profile import share_profile
 
 # (name, default, description) of every launch argument; the launch file declares exactly these.
 LAUNCH_ARGUMENTS: tuple[tuple[str, str, str], ...] = (
@@ -86,5 +88,6 @@ def launch_plan(arguments: Mapping[str, str], share_dir: str | Path) -> LaunchPl
         node_arguments=['--ros-args', '--log-level', values['log_level']],
         rviz_config=str(share / 'rviz' / 'camera_seg.rviz') if _flag(values['rviz'], 'rviz') else None,
         bag_command=bag_command,
-        environment=telemetry_environment(),
+        # A Fast DDS profile the user exported under one distro's variable name reaches the other's too.
+        environment=telemetry_environment() | share_profile(dict(os.environ)),
     )

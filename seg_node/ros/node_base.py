@@ -25,7 +25,9 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from seg_node.errors import one_line
+from seg_node.msg.topics import is_compressed
 from seg_node.ros.camera import CameraIO, labels_message, qos
+from seg_node.ros.dds_profile import missing_profile_warning, share_profile
 from seg_node.ros.diagnostics import Limits, camera_status, engine_status
 from seg_node.ros.model_switch import ModelSwitch
 from seg_node.ros.parameters import (
@@ -90,6 +92,8 @@ class SegmentationCore(Node):
 
     # rclpy before Iron (Humble) has no post-set parameter callback; see _declare_parameters.
     _HAS_POST_SET = hasattr(Node, 'add_post_set_parameters_callback')
+    # The Fast DDS profile warning is for start-up, not for every lifecycle activation.
+    _dds_profile_checked = False
 
     # -- construction -------------------------------------------------------------------------
 
@@ -169,6 +173,18 @@ class SegmentationCore(Node):
         for camera in self.cameras.values():
             camera.subscribe(self._on_frame, input_qos)
         self.get_logger().info(f'segmenting {", ".join(self.cameras)}')
+        self._warn_without_dds_profile()
+
+    def _warn_without_dds_profile(self) -> None:
+        """Once per process: say so when large best-effort frames will be lost for want of a Fast DDS profile."""
+        if SegmentationCore._dds_profile_checked:
+            return
+        SegmentationCore._dds_profile_checked = True
+        best_effort = self.settings.input_reliability == 'best_effort'
+        raw_topics = [topic for topic in self.cameras if best_effort and not is_compressed(topic)]
+        warning = missing_profile_warning(rclpy.get_rmw_implementation_identifier(), raw_topics)
+        if warning:
+            self.get_logger().warning(warning)
 
     def _deactivate(self) -> None:
         """Unsubscribe from every camera; frames already taken still finish."""
@@ -294,6 +310,7 @@ def spin(make_node: Callable[[], Node], args: list[str] | None) -> int:
     """Run a node until SIGINT/SIGTERM; 1 with one sentence if it cannot start, else 0."""
     keep_large_buffers()  # before the first frame buffer is allocated
     prefer_asynchronous_publication()  # before rclpy.init: Fast DDS reads it when it starts
+    share_profile()  # a profile set for either Fast DDS major version reaches the one installed
     # Not ``with rclpy.init()``: only Kilted's init returns a context manager (Jazzy's returns None).
     rclpy.init(args=args)
     try:
