@@ -78,14 +78,18 @@ class Camera:
 @pytest.fixture(scope='module')
 def node_and_camera(tmp_path_factory):
     folder = tmp_path_factory.mktemp('large')
-    # The node's defaults: best-effort input of depth 1, masks at the input's size.
+    # The node's defaults: best-effort input of depth 1, masks at the input's size; the middleware named
+    # explicitly, as a user choosing Fast DDS does.
     process = NodeProcess({'model_path': save_model(folder / 'palette.onnx'), 'image_topics': [CAMERA],
-                           'providers': ['cpu'], 'diagnostics_period_s': 0.1})
+                           'providers': ['cpu'], 'diagnostics_period_s': 0.1},
+                          env=os.environ | {'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp'})
     camera = Camera('large_frame_camera')
     try:
         process.wait_ready()
         assert wait_for(lambda: camera.publisher.get_subscription_count() > 0 and camera.received >= 0
                         and camera.ros.node.count_publishers(MASK) > 0, 20), process.output
+        # Fast DDS named explicitly still gets the serialized data path (frames in as CDR, outputs through rcl).
+        assert 'data path: serialized CDR in, serialized CDR (rcl_publish_serialized_message' in process.output
         yield process, camera
     finally:
         camera.close()
@@ -134,6 +138,16 @@ def test_large_frames_at_30_hz_reach_the_node(node_and_camera, size):
     received = camera.received - before
     print(f'\n{size} rgb8, best effort, {STREAM_HZ} Hz for {STREAM_S:g} s: {received} of {sent} reached the node')
     assert received >= 0.85 * sent, process.output[-2000:]
+
+
+def test_an_rmw_that_is_not_installed_stops_the_node_with_one_line(tmp_path):
+    # rcl itself refuses at init (exit status 102) and names both middlewares; no traceback follows.
+    process = NodeProcess({'model_path': save_model(tmp_path / 'palette.onnx'), 'image_topics': [CAMERA]},
+                          env=os.environ | {'RMW_IMPLEMENTATION': 'rmw_cyclonedds_cpp'})
+    assert process.proc.wait(30) != 0
+    process.stop()
+    assert 'rmw_cyclonedds_cpp' in process.output
+    assert 'Traceback' not in process.output, process.output
 
 
 PROBE = textwrap.dedent('''
