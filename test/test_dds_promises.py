@@ -49,6 +49,7 @@ class Peer:
         self.masks: list[tuple[int, np.ndarray]] = []
         self.labels: list[str] = []
         self.counters: dict[str, int] = {}
+        self.reports = 0  # diagnostics reports about the camera received so far
         self._lock = threading.Lock()
         node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
 
@@ -69,6 +70,7 @@ class Peer:
             if status.name == 'seg_node: /cam_front':
                 self.counters = {kv.key[len('frames_'):]: int(kv.value) for kv in status.values
                                  if kv.key.startswith('frames_')}
+                self.reports += 1
 
     def count(self, name: str) -> int:
         return self.counters.get(name, -1)
@@ -224,11 +226,14 @@ def test_without_the_profile_large_best_effort_frames_are_lost(tmp_path):
         camera = subprocess.run([sys.executable, '-c', PUBLISHER, CAMERA, str(SENT)], env=env,
                                 capture_output=True, text=True, timeout=120, check=False)
         assert camera.returncode == 0, camera.stderr
-        assert wait_for(lambda: peer.count('received') >= 0, 10)
+        # Counted once the camera has finished: two reports later, a whole diagnostics period after it.
+        finished = peer.reports
+        assert wait_for(lambda: peer.reports >= finished + 2, 10)
+        received = peer.count('received')
     finally:
         peer.ros.close()
-        process.stop()
-    received = peer.count('received')
+        stopped = process.stop()
+    assert stopped == 0, process.output
     print(f'\nsensor-data QoS, 1920x1080 rgb8 with Fast DDS defaults: {received} of {SENT} received')
     assert received < SENT / 2, 'large best-effort frames now arrive without the profile: update the README'
 
