@@ -59,11 +59,30 @@ def imports(path: Path) -> set[str]:
     return names
 
 
-def package_edges() -> dict[str, set[str]]:
-    """module -> the package modules it imports."""
-    known = modules()
-    return {name: {i for i in imports(path) if i in known and i != name and known[i].name != '__init__.py'}
-            for name, path in known.items()}
+def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules that module ``name`` (at ``path``) imports, relative imports resolved.
+
+    ``from X import Y`` is an edge to X.Y when that is a module, else to X (a package's
+    ``__init__`` when X is a package), so ``from seg_node.fleet import require_ray`` is an edge too.
+    """
+    package = name if path.name == '__init__.py' else name.rpartition('.')[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                parent = package.split('.')[:len(package.split('.')) - (node.level - 1)]
+                base = '.'.join([*parent, base] if base else parent)
+            found.update(f'{base}.{alias.name}' if f'{base}.{alias.name}' in known else base for alias in node.names)
+    return found & known
+
+
+def package_edges(sources: dict[str, Path] | None = None) -> dict[str, set[str]]:
+    """module -> the package modules it imports (``sources``: name -> file, default the package's modules)."""
+    known = modules() if sources is None else sources
+    return {name: imported_modules(name, path, set(known)) - {name} for name, path in known.items()}
 
 
 def layer(module: str) -> str:
@@ -83,11 +102,15 @@ def test_torch_is_imported_only_by_training():
     assert offenders == []
 
 
+def upward_edges(edges: dict[str, set[str]]) -> list[str]:
+    """'a imports b' for every edge that ALLOWED (and the one command dispatch) does not permit."""
+    return sorted(f'{src} imports {dst}' for src, targets in edges.items() for dst in targets
+                  if layer(src) and layer(dst) != layer(src) and layer(dst) not in ALLOWED[layer(src)]
+                  and (src, dst) not in COMMAND_DISPATCH)
+
+
 def test_layers_depend_downwards_only():
-    offenders = sorted(f'{src} imports {dst}' for src, targets in package_edges().items() for dst in targets
-                       if layer(src) and layer(dst) != layer(src) and layer(dst) not in ALLOWED[layer(src)]
-                       and (src, dst) not in COMMAND_DISPATCH)
-    assert offenders == []
+    assert upward_edges(package_edges()) == []
 
 
 def find_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -128,10 +151,36 @@ def test_the_checks_see_a_violation():
     assert find_cycles({'a': {'b'}, 'b': {'c'}, 'c': {'a'}, 'd': {'a'}}) == [['a', 'b', 'c']]
     assert 'rclpy.node' in imports(PACKAGE / 'ros' / 'node_base.py')
     assert 'seg_node.runtime.engine' in package_edges()['seg_node.runtime.loader']
+    assert 'seg_node.privacy' in package_edges()['seg_node']  # a package's __init__ imports too
     assert layer('seg_node.runtime.engine') == 'runtime' and 'ros' not in ALLOWED['runtime']
     code = f'BLOCKED = {sorted(ROS)!r}\nMODULES = ["seg_node.ros.node_base"]\n' + BLOCKER
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=False)
     assert done.returncode != 0 and 'is blocked' in done.stderr
+
+
+def test_imports_of_a_package_and_relative_imports_are_edges(tmp_path):
+    # Negative controls for both forms: a runtime module importing upwards from the ros package's
+    # __init__ (absolute) and from a ros module and the ros package (relative).
+    files = {
+        'seg_node/__init__.py': '', 'seg_node/ros/__init__.py': 'NODE = 1\n', 'seg_node/ros/node.py': '',
+        'seg_node/runtime/__init__.py': 'from . import engine\n',
+        'seg_node/runtime/engine.py': 'from seg_node.ros import NODE\n',
+        'seg_node/runtime/loader.py': 'from .. import ros\nfrom ..ros.node import Node\nfrom .engine import run\n',
+    }
+    sources = {}
+    for relative, text in files.items():
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        parts = Path(relative).with_suffix('').parts
+        sources['.'.join(parts[:-1] if parts[-1] == '__init__' else parts)] = path
+    edges = package_edges(sources)
+    assert edges['seg_node.runtime'] == {'seg_node.runtime.engine'}
+    assert edges['seg_node.runtime.engine'] == {'seg_node.ros'}
+    assert edges['seg_node.runtime.loader'] == {'seg_node.ros', 'seg_node.ros.node', 'seg_node.runtime.engine'}
+    assert upward_edges(edges) == ['seg_node.runtime.engine imports seg_node.ros',
+                                   'seg_node.runtime.loader imports seg_node.ros',
+                                   'seg_node.runtime.loader imports seg_node.ros.node']
 
 
 BLOCKER = '''

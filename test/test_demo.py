@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -121,7 +122,17 @@ def test_a_second_run_reuses_the_drive_only_when_nothing_it_depends_on_changed(t
     assert demo.ensure_drive(folder, dataclasses.replace(options, seed=6)) is False
     (tmp_path / 'drive.key').unlink()
     assert demo.ensure_drive(folder, options) is False
-    # Another generator (its source changed): drawn again.
-    monkeypatch.setattr(demo, 'drive_key', lambda opts: 'another generator')
-    assert demo.ensure_drive(folder, options) is False
-    assert (tmp_path / 'drive.key').read_text().strip() == 'another generator'
+    # Another generator: the demo reads the generator's source from a copy, the same bytes first
+    # (reused), then with one file of the scene package and then the bag writer changed (drawn again).
+    copy = tmp_path / 'generator'
+    shutil.copytree(Path(demo.synthetic.__file__).parent, copy / 'synthetic')
+    shutil.copy(demo.synth.__file__, copy / 'synth.py')
+    monkeypatch.setattr(demo.synthetic, '__file__', str(copy / 'synthetic' / '__init__.py'))
+    monkeypatch.setattr(demo.synth, '__file__', str(copy / 'synth.py'))
+    assert demo.ensure_drive(folder, options) is True
+    for changed in (copy / 'synthetic' / 'painter.py', copy / 'synth.py'):
+        key = (tmp_path / 'drive.key').read_text()
+        changed.write_bytes(changed.read_bytes() + b'\n# a changed generator\n')
+        assert demo.ensure_drive(folder, options) is False, f'{changed.name} changed'
+        assert (tmp_path / 'drive.key').read_text() != key
+        assert demo.ensure_drive(folder, options) is True

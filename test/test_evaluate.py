@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from png_chunks import PALETTE_COLOUR_TYPE, colour_type_and_palette
 
 from seg_node.runtime.config import EngineConfig
 from seg_node.runtime.loader import ModelRequest, load_model
@@ -80,6 +81,9 @@ def test_cli_prints_metrics_and_writes_masks_and_json(run, tmp_path, capsys):
     assert 'road' in out
     assert len(saved['confusion_matrix']) == 19
     # SageMaker's image/png answer: an indexed PNG whose palette indices are the class ids.
+    colour_type, palette = colour_type_and_palette(tmp_path / 'masks' / 'frame_00000_mask.png')
+    assert colour_type == PALETTE_COLOUR_TYPE
+    assert palette[:19] == [tuple(c) for c in torch.load(run['checkpoint'], weights_only=False)['palette']]
     mask = read_label_image(tmp_path / 'masks' / 'frame_00000_mask.png')
     assert mask.shape == (48, 96)
     assert mask.max() < 19

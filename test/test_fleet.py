@@ -7,7 +7,6 @@ every expected figure is computed from the ground truth or from seg_bag label it
 
 import hashlib
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -25,11 +24,14 @@ from seg_node.bag.cli import main
 from seg_node.bag.evaluate import evaluate_bag
 from seg_node.bag.label import LabelOptions, label_bag
 from seg_node.bag.synth import SynthOptions, write_drive
+from seg_node.fleet import run as fleet_run
 from seg_node.fleet.plan import Layout, expand_inputs, output_names, plan_bag
-from seg_node.fleet.run import FleetOptions, run_fleet
+from seg_node.fleet.run import FleetOptions, run_fleet, worker_environment
 from seg_node.fleet.worker import ShardWorker, WorkerConfig
 from seg_node.model.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from seg_node.model.known_answer import palette_classifier
+from seg_node.msg.cdr import parse_image
+from seg_node.privacy import OPT_IN, TELEMETRY_OFF
 
 ray = pytest.importorskip('ray', reason='needs the fleet extra: pip install -e .[fleet]')
 pq = pytest.importorskip('pyarrow.parquet')
@@ -41,17 +43,21 @@ GOOD = ('two_cams', 'mcap_one', 'long_one')
 
 
 @pytest.fixture(scope='module')
-def cluster():
-    # ORT_DISABLE_TELEMETRY is left out of the cluster's own environment: the workers can then
-    # only have it from the runtime_env the fleet passes them (RAY_USAGE_STATS_ENABLED stays set,
-    # so this cluster itself never reports usage).
-    saved = os.environ.pop('ORT_DISABLE_TELEMETRY', None)
-    try:
+def cluster(tmp_path_factory):
+    # The telemetry variables are taken out of the driver's environment before the cluster starts,
+    # so its processes do not inherit them from here. Ray's own usage statistics stay off through
+    # its config file instead (ray.init, outside nightly wheels, also sets RAY_USAGE_STATS_ENABLED=0
+    # for the cluster it starts, so that one variable reaches the workers either way; the fleet's
+    # part in it is checked on worker_environment() itself).
+    folder = tmp_path_factory.mktemp('ray')
+    config = folder / 'usage_stats.json'
+    config.write_text('{"usage_stats": false}')
+    with pytest.MonkeyPatch.context() as env:
+        for name in TELEMETRY_OFF:
+            env.delenv(name, raising=False)
+        env.setenv('RAY_USAGE_STATS_CONFIG_PATH', str(config))
         ray.init(address='local', num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level='WARNING')
-    finally:
-        if saved is not None:
-            os.environ['ORT_DISABLE_TELEMETRY'] = saved
+                 logging_level='WARNING', _temp_dir=str(folder))  # the session's files under the test's folder
     yield
     ray.shutdown()
 
@@ -105,13 +111,25 @@ def models(root):
 
 
 @pytest.fixture(scope='module')
-def labelled(cluster, root, bags, models):
+def handed_to_ray():
+    """Every environment the fleet run of ``labelled`` handed to Ray for its processes (runtime_env)."""
+    return []
+
+
+@pytest.fixture(scope='module')
+def labelled(cluster, root, bags, models, handed_to_ray):
     """One fleet label run over good and broken bags, given as a manifest and a glob; a worker dies once."""
     manifest = root / 'manifest.txt'
     manifest.write_text('# bags of the test drive\nbags/two_cams\nbags/not_a_bag\n\nbags/bad_frames  # broken frame\n')
     options = FleetOptions(model=str(models['blurry']), out=root / 'out', workers=2, shard_frames=SHARD_FRAMES,
                            providers=('cpu',), batch=3, progress=False, crash_once='long_one')
-    summary = run_fleet([manifest, str(bags / '*_one')], options)
+
+    def recorded_worker_environment():
+        handed_to_ray.append(worker_environment())
+        return handed_to_ray[-1]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fleet_run, 'worker_environment', recorded_worker_environment)
+        summary = run_fleet([manifest, str(bags / '*_one')], options)
     return summary, Layout(root / 'out')
 
 
@@ -191,8 +209,10 @@ def test_long_bags_are_split_and_a_dead_worker_is_retried(labelled):
     assert single['shards'] == 1 and single['outputs']['bag']['merged_from'] == 1
 
 
-def test_workers_get_telemetry_off_and_never_load_ros(labelled):
+def test_workers_get_telemetry_off_and_never_load_ros(labelled, handed_to_ray):
     summary, _ = labelled
+    # The shard workers' and the merge tasks' runtime_env: telemetry off, whatever the cluster inherited.
+    assert handed_to_ray == [{'ORT_DISABLE_TELEMETRY': '1', 'RAY_USAGE_STATS_ENABLED': '0'}] * 2
     assert summary.workers
     for worker in summary.workers.values():
         assert worker['environment']['ORT_DISABLE_TELEMETRY'] == '1'
@@ -200,6 +220,17 @@ def test_workers_get_telemetry_off_and_never_load_ros(labelled):
         assert worker['seg_node_before_onnxruntime'] is True
         assert worker['rclpy_loaded'] is False
         assert worker['cpu_threads'] == 1 and worker['provider'] == 'cpu'
+
+
+def test_worker_environment_turns_telemetry_off_even_when_the_driver_has_not(monkeypatch):
+    for name in (*TELEMETRY_OFF, OPT_IN):
+        monkeypatch.delenv(name, raising=False)
+    assert worker_environment() == {'ORT_DISABLE_TELEMETRY': '1', 'RAY_USAGE_STATS_ENABLED': '0'}
+    # The user's own setting is passed on as it is; an opt-in passes the opt-in and turns nothing off.
+    monkeypatch.setenv('RAY_USAGE_STATS_ENABLED', '1')
+    assert worker_environment() == {'ORT_DISABLE_TELEMETRY': '1', 'RAY_USAGE_STATS_ENABLED': '1'}
+    monkeypatch.setenv(OPT_IN, '1')
+    assert worker_environment() == {OPT_IN: '1'}
 
 
 def test_per_frame_results_are_parquet(labelled):
@@ -292,7 +323,11 @@ def test_ground_truth_with_ids_the_model_lacks_is_named_as_such(tmp_path, bags, 
     with pytest.raises(BagError) as err:
         evaluate_bag(tmp_path / 'seven')
     text = str(err.value)
-    assert text.startswith('the ground truth on /cam_front/segmentation/ground_truth has class ids up to 1')
+    truth = topic_messages(bags / 'mcap_one')['/cam_front/segmentation/ground_truth']
+    labels = np.concatenate([np.frombuffer(parse_image(raw).data, np.uint8) for _, raw in truth])
+    top = int(labels[labels != 255].max())  # 255: ignored
+    assert top > 6
+    assert text.startswith(f'the ground truth on /cam_front/segmentation/ground_truth has class ids up to {top}, ')
     assert "model's 7-class table (ids 0..6) lacks" in text and 'label map' in text
     # ... and in a fleet worker, which reuses it (run in-process: the actor is a plain class).
     plan = plan_bag(bags / 'mcap_one', 'mcap_one', Layout(tmp_path / 'out'), shard_frames=100)

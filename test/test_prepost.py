@@ -27,6 +27,17 @@ def test_nearest_resize_never_invents_classes(size):
     assert set(np.unique(out)) <= set(np.unique(mask))
 
 
+@pytest.mark.parametrize('factor', [2, 4])
+def test_shrinking_an_image_averages_each_block(factor):
+    # The overlay expectations below (and in the node tests) use resize_image itself; this pins it to
+    # an independent answer: an exact shrink by k is the mean of each k x k block (to rounding).
+    image = RNG.integers(0, 256, (12 * factor, 16 * factor, 3), dtype=np.uint8)
+    means = image.reshape(12, factor, 16, factor, 3).mean(axis=(1, 3))
+    for out in (resize_image(image, (12, 16)), resize_image(image, (12, 16), dst=np.empty((12, 16, 3), np.uint8))):
+        assert out.shape == (12, 16, 3) and out.dtype == np.uint8
+        assert np.abs(out - means).max() <= 0.5
+
+
 def test_blend_weights_image_and_colour():
     image = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
     colour = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)

@@ -7,6 +7,7 @@ reading), and the ``hyperparameters.json`` of a tuning job's training job (every
 seeds incremental training from the model.tar.gz and resumes from a tarball of the run folder.
 """
 
+import io
 import json
 import tarfile
 
@@ -129,11 +130,24 @@ def test_exports_and_evaluates_with_no_edits(trained, tmp_path):
         assert from_checkpoint[name] == pytest.approx(logged[name], abs=1e-6)
 
 
-def test_incremental_training_from_the_model_tar(trained, tmp_path, capsys):
+def test_incremental_training_from_the_model_tar(trained, tmp_path, monkeypatch, capsys):
+    # The weights the first training step starts from are the ones the model.tar.gz holds.
+    starting = []
+
+    def first_step_recorded(model, *args, **kwargs):
+        if not starting:
+            starting.append({name: value.detach().clone() for name, value in model.state_dict().items()})
+        return real_step(model, *args, **kwargs)
+    real_step = train.training_step
+    monkeypatch.setattr(train, 'training_step', first_step_recorded)
     argv = ['--config', str(trained['config']), '--data', str(trained['data']), '--output', str(tmp_path / 'inc'),
             '--init_checkpoint', str(trained['tar']), *QUICK, '--max_iterations', '1']
     assert train.main(argv) == 0
     assert (tmp_path / 'inc' / 'model_best.pt').is_file()
+    with tarfile.open(trained['tar']) as tar:
+        saved = torch.load(io.BytesIO(tar.extractfile('model_best.pt').read()), weights_only=False)['model']
+    assert saved.keys() == starting[0].keys()
+    assert all(torch.equal(starting[0][name], value) for name, value in saved.items())
     mismatched = [*argv, '--algorithm', 'deeplab']
     assert train.main(mismatched) == 2
     assert "was trained with a different network: algorithm: 'fcn' there, 'deeplab' here" in capsys.readouterr().err

@@ -48,6 +48,11 @@ def test_tuning_jobs_hyperparameters_json_runs_unchanged(tmp_path):
     assert hp.early_stopping is True
     assert hp.learning_rate == pytest.approx(0.0031622776601683794)
     assert (hp.optimizer, hp.momentum, hp.weight_decay) == ('rmsprop', 0.95, 0.0005)
+    assert (hp.early_stopping_patience, hp.early_stopping_min_epochs) == (2, 10)  # the defaults are 4 and 5
+    # Every other key holds its value too (these happen to equal the defaults).
+    assert (hp.algorithm, hp.backbone, hp.lr_scheduler, hp.lr_scheduler_factor, hp.validation_mini_batch_size,
+            hp.crop_size, hp.base_size, hp.gamma1, hp.gamma2, hp.syncbn, hp.early_stopping_tolerance) \
+        == ('fcn', 'resnet-50', 'poly', 0.1, 16, 240, 520, 0.9, 0.9, False, 0.0)
     assert run.ignored == {'_tuning_objective_metric': 'validation:mIOU'}
 
 

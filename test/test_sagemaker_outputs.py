@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from png_chunks import PALETTE_COLOUR_TYPE, colour_type_and_palette
 
 from seg_node.bag.bagio import BagError, open_bag
 from seg_node.bag.label import LabelOptions, label_bag
@@ -219,6 +220,10 @@ def test_seg_eval_writes_indexed_masks_and_probabilities(palette_data, tmp_path)
                                 probabilities_format=fmt)
         evaluate_model(model, root, outputs=outputs)
     for i in range(3):
+        # An indexed PNG carrying the model's colours, whose palette indices are the class ids.
+        colour_type, palette = colour_type_and_palette(tmp_path / 'masks' / f'f{i}_mask.png')
+        assert colour_type == PALETTE_COLOUR_TYPE
+        assert palette[:19] == [tuple(c) for c in CITYSCAPES_PALETTE]
         mask = read_label_image(tmp_path / 'masks' / f'f{i}_mask.png')
         assert mask.shape == (40, 56)
         saved = np.load(tmp_path / 'npy' / f'f{i}_probabilities.npy')

@@ -1,5 +1,7 @@
 """Outputs published from CDR buffers through rcl arrive as exactly the message the plain path sends."""
 
+import os
+
 import numpy as np
 import pytest
 from sensor_msgs.msg import Image
@@ -16,6 +18,16 @@ pytestmark = pytest.mark.dds
 RNG = np.random.default_rng(5)
 # Odd widths, one channel and three, and a full 1080p colour frame (6 MB, shared memory).
 SHAPES = [(1, 1), (3, 7), (5, 3, 3), (9, 11, 3), (1080, 1920, 3)]
+
+
+@pytest.fixture(autouse=True)
+def environment_left_as_found():
+    """Fail a test that leaves the process environment changed: later tests would depend on the order."""
+    def environment():
+        return {k: v for k, v in os.environ.items() if k != 'PYTEST_CURRENT_TEST'}  # pytest's own, per phase
+    before = environment()
+    yield
+    assert environment() == before, 'the test changed the environment for the tests after it'
 
 
 @pytest.fixture(scope='module')
@@ -108,7 +120,10 @@ def test_headers_convert_both_ways():
 
 
 def test_asynchronous_publication_is_only_a_default(monkeypatch):
-    monkeypatch.delenv(transport.PUBLICATION_MODE_VARIABLE, raising=False)
+    # setenv first records what was there (delenv of an unset variable records nothing), so the
+    # value set below is undone when the test ends, whatever the environment held before.
+    monkeypatch.setenv(transport.PUBLICATION_MODE_VARIABLE, 'recorded')
+    monkeypatch.delenv(transport.PUBLICATION_MODE_VARIABLE)
     transport.prefer_asynchronous_publication()
     assert transport.os.environ[transport.PUBLICATION_MODE_VARIABLE] == 'ASYNCHRONOUS'
     monkeypatch.setenv(transport.PUBLICATION_MODE_VARIABLE, 'SYNCHRONOUS')

@@ -69,10 +69,8 @@ def _video(args: argparse.Namespace) -> None:
 
 
 def _fleet(args: argparse.Namespace) -> int:
-    # The fleet layer (and Ray) load only when this command runs; 1 when some bags failed.
-    from seg_node.fleet import require_ray  # noqa: PLC0415
-
-    require_ray()
+    # The fleet layer (and Ray) load only when this command runs; 1 when some bags failed. The
+    # fleet checks that Ray is installed itself (run_fleet begins with require_ray).
     from seg_node.fleet.cli import run_command  # noqa: PLC0415
 
     return run_command(args)
