@@ -1,0 +1,307 @@
+"""Ground grid geometry against an analytic scene: masks ray-cast here, expected cells forward-projected here.
+
+The scene: a road |y| <= 3 m (sidewalk beyond it, then terrain), and one car-labelled box
+x 6..7 m, |y| <= 1 m, as tall as the camera is high (so nothing is seen over it).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from seg_node.ground.geometry import (
+    GeometryError,
+    GridSpec,
+    build_lookup,
+    check_intrinsics,
+    honest_range,
+    intrinsics_for_mask,
+    pose_from_mount,
+    pose_from_quaternion,
+)
+from seg_node.ground.grid import camera_grid, fuse_grids, resolve_roles
+from seg_node.ground.mapper import GroundConfig, GroundGridMapper
+from seg_node.model.classes import CITYSCAPES_CLASSES
+
+ROAD, SIDEWALK, TERRAIN, CAR, SKY = (CITYSCAPES_CLASSES.index(n) for n in ('road', 'sidewalk', 'terrain', 'car', 'sky'))
+HEIGHT_M = 1.5
+BOX = (6.0, 7.0, -1.0, 1.0, HEIGHT_M)  # x0, x1, y0, y1, top
+RES = 0.2
+GRID = GridSpec.from_extent(RES, 0.0, 16.0, -8.0, 8.0)
+ROLES = resolve_roles(CITYSCAPES_CLASSES)
+
+
+def optical_axes(pitch: float, yaw: float) -> np.ndarray:
+    """Columns: optical x (right), y (down), z (forward) in the base frame, written out by hand."""
+    forward = np.array([math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw), -math.sin(pitch)])
+    right = np.array([math.sin(yaw), -math.cos(yaw), 0.0])
+    down = np.cross(forward, right)
+    return np.stack([right, down, forward], 1)
+
+
+def ground_class(x, y):
+    y = np.abs(y)
+    return np.where(y <= 3.0, ROAD, np.where(y <= 5.0, SIDEWALK, TERRAIN))
+
+
+def box_hit(origin, dirs):
+    """Ray parameter where each ray (N, 3) enters the box, inf where it misses (slab method)."""
+    lo = np.array([BOX[0], BOX[2], 0.0])
+    hi = np.array([BOX[1], BOX[3], BOX[4]])
+    with np.errstate(divide='ignore', invalid='ignore'):
+        t1 = (lo - origin) / dirs
+        t2 = (hi - origin) / dirs
+    near = np.nanmax(np.minimum(t1, t2), axis=1)
+    far = np.nanmin(np.maximum(t1, t2), axis=1)
+    return np.where((near <= far) & (far > 0), np.maximum(near, 0), np.inf)
+
+
+def ray_cast(size, fx, fy, cx, cy, pitch, yaw, cam=(0.0, 0.0), box=True):
+    """The class mask an ideal model would output, one ray through each pixel centre."""
+    h, w = size
+    v, u = np.mgrid[0:h, 0:w].astype(float)
+    rays = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u)], -1).reshape(-1, 3)
+    dirs = rays @ optical_axes(pitch, yaw).T
+    origin = np.array([cam[0], cam[1], HEIGHT_M])
+    with np.errstate(divide='ignore'):
+        t_ground = np.where(dirs[:, 2] < 0, -HEIGHT_M / dirs[:, 2], np.inf)
+    t_box = box_hit(origin, dirs) if box else np.full(len(dirs), np.inf)
+    with np.errstate(invalid="ignore"):
+        gx, gy = origin[0] + t_ground * dirs[:, 0], origin[1] + t_ground * dirs[:, 1]
+    mask = np.where(np.isfinite(t_ground), ground_class(np.nan_to_num(gx), np.nan_to_num(gy)), SKY)
+    mask = np.where(t_box < t_ground, CAR, mask)
+    return mask.reshape(h, w).astype(np.uint8)
+
+
+def expected_grid(size, fx, fy, cx, cy, pitch, yaw, reach, cam=(0.0, 0.0), box=True):
+    """Each cell centre projected by hand: -1 out of view, range or sight; 100 on the box's front edge."""
+    xs = GRID.origin_x + (np.arange(GRID.width) + 0.5) * RES
+    ys = GRID.origin_y + (np.arange(GRID.height) + 0.5) * RES
+    gx, gy = np.meshgrid(xs, ys)
+    pts = np.stack([gx, gy, np.zeros_like(gx)], -1).reshape(-1, 3)
+    origin = np.array([cam[0], cam[1], HEIGHT_M])
+    local = (pts - origin) @ optical_axes(pitch, yaw)
+    depth = local[:, 2]
+    u = fx * local[:, 0] / np.where(depth > 0, depth, 1) + cx
+    v = fy * local[:, 1] / np.where(depth > 0, depth, 1) + cy
+    inside = (depth > 0.05) & (np.floor(u + 0.5) >= 0) & (np.floor(u + 0.5) < size[1]) \
+        & (np.floor(v + 0.5) >= 0) & (np.floor(v + 0.5) < size[0])
+    in_range = np.hypot(pts[:, 0] - cam[0], pts[:, 1] - cam[1]) <= reach
+    occluded = box_hit(origin, pts - origin) < 1.0 if box else np.zeros(len(pts), bool)
+    visible = inside & in_range & ~occluded
+    out = np.full(len(pts), -1, np.int8)
+    out[visible & (ground_class(pts[:, 0], pts[:, 1]) == ROAD)] = 0
+    if box:
+        front = (np.abs(pts[:, 0] - BOX[0]) < RES / 2) & (np.abs(pts[:, 1]) < BOX[3]) & inside & in_range
+        out[front] = 100
+    return out.reshape(GRID.height, GRID.width)
+
+
+def near_boundary(expected):
+    """Cells with a differently valued cell among their 8 neighbours (region boundaries)."""
+    padded = np.pad(expected, 1, mode='edge')
+    h, w = expected.shape
+    diff = np.zeros_like(expected, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            diff |= padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] != expected
+    return diff
+
+
+def assert_matches(actual, expected):
+    """Interior cells exact; disagreements only on boundaries; contacts within one cell both ways."""
+    wrong = actual != expected
+    assert not (wrong & ~near_boundary(expected)).any(), np.argwhere(wrong & ~near_boundary(expected))[:10]
+    assert wrong.sum() <= 0.02 * expected.size
+    assert (actual == 0).sum() > 0
+    for a, b in ((actual, expected), (expected, actual)):  # each contact has one within a cell in the other
+        pad = np.pad(b == 100, 1)
+        h, w = b.shape
+        near = np.zeros_like(pad[1:-1, 1:-1])
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                near |= pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        assert not ((a == 100) & ~near).any()
+
+
+def grid_for(mask, k, image_size, pitch, yaw, cam=(0.0, 0.0), *, max_range=20.0, sigma_deg=0.1):
+    mapper = GroundGridMapper(GroundConfig(GRID, ROLES, max_range, math.radians(sigma_deg)))
+    pose = pose_from_mount(cam[0], cam[1], HEIGHT_M, 0.0, pitch, yaw)
+    lookup = mapper.lookup('cam', pose, k, image_size, mask.shape)
+    return mapper.camera_grid('cam', mask, lookup, 0).cells, lookup
+
+
+def k_matrix(f, cx, cy):
+    return np.array([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
+
+
+SIZE, F = (480, 640), 500.0
+PITCH = math.radians(10)
+# Honest range by hand: rows get coarser than a cell at sqrt(0.2 * 1.5 * 500) = 12.25 m; a 0.1 degree
+# pitch error moves a point a cell at sqrt(0.2 * 1.5 / 0.001745) = 13.1 m.
+REACH = math.sqrt(RES * HEIGHT_M * F)
+
+
+def test_front_camera_over_road_and_box_matches_the_ray_cast_scene():
+    mask = ray_cast(SIZE, F, F, 319.5, 239.5, PITCH, 0.0)
+    actual, lookup = grid_for(mask, k_matrix(F, 319.5, 239.5), SIZE, PITCH, 0.0)
+    assert lookup.max_range == pytest.approx(REACH)
+    expected = expected_grid(SIZE, F, F, 319.5, 239.5, PITCH, 0.0, REACH)
+    assert_matches(actual, expected)
+    # Only the box's ground contact is 100: cells on its front edge, none elsewhere.
+    rows, cols = np.nonzero(actual == 100)
+    xs, ys = (cols + 0.5) * RES, -8.0 + (rows + 0.5) * RES
+    assert len(xs) >= 8
+    assert np.all(np.abs(xs - BOX[0]) <= RES) and np.all(np.abs(ys) <= BOX[3] + RES)
+    # Behind the box (x 6.4 .. 12 m, |y| < 0.6) everything is unknown: never free, never an obstacle.
+    behind = (np.arange(GRID.width)[None, :] + 0.5) * RES
+    across = -8.0 + (np.arange(GRID.height)[:, None] + 0.5) * RES
+    hidden = (behind > BOX[0] + 2 * RES) & (behind < 12.0) & (np.abs(across) < 0.6)
+    assert np.all(actual[hidden] == -1)
+    # Beyond the honest range nothing is claimed.
+    far = np.hypot(behind, across) > REACH
+    assert np.all(actual[far] == -1)
+
+
+def test_max_range_parameter_limits_the_grid():
+    mask = ray_cast(SIZE, F, F, 319.5, 239.5, PITCH, 0.0, box=False)
+    actual, lookup = grid_for(mask, k_matrix(F, 319.5, 239.5), SIZE, PITCH, 0.0, max_range=5.0)
+    assert lookup.max_range == 5.0
+    assert_matches(actual, expected_grid(SIZE, F, F, 319.5, 239.5, PITCH, 0.0, 5.0, box=False))
+    x = (np.arange(GRID.width)[None, :] + 0.5) * RES
+    y = -8.0 + (np.arange(GRID.height)[:, None] + 0.5) * RES
+    assert np.all(actual[np.hypot(x, y) > 5.0] == -1)
+    assert np.any(actual[np.hypot(x, y) < 4.8] == 0)
+
+
+def test_honest_range_is_the_least_of_the_three_limits():
+    assert honest_range(0.1, 1.5, 1000.0, math.radians(1.0), 50.0) == pytest.approx(math.sqrt(0.15 / math.radians(1)))
+    assert honest_range(0.1, 1.5, 1000.0, 0.0, 50.0) == pytest.approx(math.sqrt(150.0))
+    assert honest_range(0.1, 1.5, 1000.0, 0.0, 5.0) == 5.0
+
+
+def test_pitch_zero_row_is_h_f_over_v_minus_cy_and_nothing_above_the_horizon():
+    cy = 239.5
+    pose = pose_from_mount(0.0, 0.0, HEIGHT_M, 0.0, 0.0, 0.0)
+    lookup = build_lookup(GRID, pose, k_matrix(F, 319.5, cy), SIZE, max_range=100.0)
+    seen = lookup.seen
+    x = GRID.origin_x + (seen % GRID.width + 0.5) * RES
+    y = GRID.origin_y + (seen // GRID.width + 0.5) * RES
+    on_axis = np.abs(y) < RES
+    # d = h f / (v - c_y)  <=>  v = c_y + h f / d, rounded to the nearest row.
+    assert np.array_equal(lookup.row[seen][on_axis], np.floor(cy + HEIGHT_M * F / x[on_axis] + 0.5))
+    assert lookup.row[seen].min() > cy  # every ground point is below the horizon
+    # An all-"road" mask (sky painted as road, too): only cells in view and range are filled.
+    grid = camera_grid(np.full(SIZE, ROAD, np.uint8), lookup, ROLES)
+    expected = expected_grid(SIZE, F, F, 319.5, cy, 0.0, 0.0, 100.0, box=False) >= -1
+    assert (grid == 0).sum() == lookup.seen.size
+    assert expected.all()
+    assert lookup.seen.size == (x > HEIGHT_M * F / (SIZE[0] - 0.5 - cy)).sum()
+
+
+def test_half_resolution_mask_with_its_rescaled_intrinsics_gives_the_same_grid():
+    k = k_matrix(F, 319.5, 239.5)
+    full = ray_cast(SIZE, F, F, 319.5, 239.5, PITCH, 0.0)
+    # Half-resolution pixel centres sit at full-resolution (2c + 0.5, 2r + 0.5).
+    half = ray_cast((240, 320), F / 2, F / 2, (319.5 - 0.5) / 2, (239.5 - 0.5) / 2, PITCH, 0.0)
+    grid_full, _ = grid_for(full, k, SIZE, PITCH, 0.0)
+    grid_half, lookup = grid_for(half, k, SIZE, PITCH, 0.0)
+    expected = expected_grid(SIZE, F, F, 319.5, 239.5, PITCH, 0.0, math.sqrt(RES * HEIGHT_M * F / 2))
+    assert lookup.max_range == pytest.approx(math.sqrt(RES * HEIGHT_M * F / 2))  # rows twice as coarse
+    assert_matches(grid_half, expected)
+    agree = grid_full[grid_half != -1] == grid_half[grid_half != -1]
+    assert agree.mean() > 0.97
+    # A mask upsampled from the half one by nearest neighbour (what mask_resolution=input publishes)
+    # gives exactly the grid of the half mask, cell for cell, within the shared range.
+    upsampled = np.repeat(np.repeat(half, 2, 0), 2, 1)
+    grid_up, _ = grid_for(upsampled, k, SIZE, PITCH, 0.0, max_range=lookup.max_range)
+    assert np.array_equal(grid_up, grid_half)
+
+
+def test_non_centred_principal_point_is_honoured():
+    cx, cy = 250.0, 300.0
+    mask = ray_cast(SIZE, F, F, cx, cy, PITCH, 0.0)
+    actual, _ = grid_for(mask, k_matrix(F, cx, cy), SIZE, PITCH, 0.0)
+    assert_matches(actual, expected_grid(SIZE, F, F, cx, cy, PITCH, 0.0, REACH))
+    # The same mask read as if the principal point were centred puts cells elsewhere.
+    wrong, _ = grid_for(mask, k_matrix(F, 319.5, 239.5), SIZE, PITCH, 0.0)
+    assert (wrong != actual).sum() > 50
+
+
+def test_yaw_of_a_side_camera_rotates_the_footprint():
+    yaw = math.radians(60)  # looking forward-left
+    mask = ray_cast(SIZE, F, F, 319.5, 239.5, PITCH, yaw, cam=(1.0, 0.5), box=False)
+    actual, _ = grid_for(mask, k_matrix(F, 319.5, 239.5), SIZE, PITCH, yaw, cam=(1.0, 0.5))
+    expected = expected_grid(SIZE, F, F, 319.5, 239.5, PITCH, yaw, REACH, cam=(1.0, 0.5), box=False)
+    assert_matches(actual, expected)
+    rows, cols = np.nonzero(actual == 0)
+    ys = -8.0 + (rows + 0.5) * RES
+    assert ys.mean() > 1.0  # the free cells lie to the left of the vehicle
+
+
+def test_pose_from_quaternion_agrees_with_the_mount_angles():
+    # A camera pitched down 10 degrees: body rotation about y by 10 degrees, then the optical rotation.
+    mount = pose_from_mount(0.5, 0.0, 1.5, 0.0, PITCH, 0.0)
+    q = _quaternion(mount.rotation)
+    assert np.allclose(pose_from_quaternion((0.5, 0.0, 1.5), q).rotation, mount.rotation)
+    assert np.allclose(mount.rotation, optical_axes(PITCH, 0.0))
+
+
+def _quaternion(r):
+    w = math.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
+    return ((r[2, 1] - r[1, 2]) / (4 * w), (r[0, 2] - r[2, 0]) / (4 * w), (r[1, 0] - r[0, 1]) / (4 * w), w)
+
+
+def test_raised_object_is_not_smeared_onto_the_ground():
+    # A car standing on the road, with road seen over its roof: one contact band, and nothing
+    # in its columns above the contact is claimed (neither its body nor the road seen past it).
+    mask = np.full(SIZE, ROAD, np.uint8)
+    mask[:250] = SKY
+    mask[300:350, 250:390] = CAR  # its bottom edge at row 349, road below it and above it
+    pose = pose_from_mount(0.0, 0.0, HEIGHT_M, 0.0, PITCH, 0.0)
+    lookup = build_lookup(GRID, pose, k_matrix(F, 319.5, 239.5), SIZE, max_range=100.0)
+    grid = camera_grid(mask, lookup, ROLES).ravel()
+    seen = lookup.seen
+    row, col = lookup.row[seen], lookup.column[seen]
+    in_car_columns = (col >= 250) & (col < 390)
+    assert np.all(grid[seen][in_car_columns & (row < 340)] == -1)  # the car's body and what it hides
+    assert np.any(grid[seen][~in_car_columns & (row < 300)] == 0)  # road beside it, as far
+    assert np.all(grid[seen][in_car_columns & (row > 351)] == 0)  # the road in front of it
+    occupied = grid[seen] == 100
+    assert occupied.any() and np.all(in_car_columns[occupied])
+    assert np.all((lookup.top[seen][occupied] <= 349.5) & (349.5 < lookup.bottom[seen][occupied]))
+
+
+def test_fusion_prefers_obstacles_then_drivable():
+    a = np.array([[-1, 0, 100, -1]], np.int8)
+    b = np.array([[0, 100, 0, -1]], np.int8)
+    assert fuse_grids([a, b]).tolist() == [[0, 100, 100, -1]]
+
+
+def test_bad_intrinsics_and_roles_are_refused_with_one_sentence():
+    assert 'uncalibrated' in check_intrinsics(np.zeros(9))
+    assert 'distortion' in check_intrinsics(k_matrix(F, 1, 1), np.array([0.1, 0, 0, 0, 0]))
+    assert check_intrinsics(k_matrix(F, 1, 1), np.zeros(5)) is None
+    with pytest.raises(GeometryError, match="'lane'"):
+        resolve_roles(CITYSCAPES_CLASSES, drivable=['lane'])
+    with pytest.raises(GeometryError, match="'car' is in both"):
+        resolve_roles(CITYSCAPES_CLASSES, drivable=['road', 'car'])
+    voc = resolve_roles(('background', 'person', 'car'))
+    assert voc.drivable == () and voc.obstacle == ('person', 'car')
+    with pytest.raises(GeometryError, match='resolution > 0'):
+        GridSpec.from_extent(0.0, 0, 1, 0, 1)
+    mapper = GroundGridMapper(GroundConfig(GRID, ROLES, 20.0, 0.0))
+    with pytest.raises(GeometryError, match='above the ground'):
+        mapper.lookup('c', pose_from_mount(0, 0, -0.1, 0, 0, 0), k_matrix(F, 1, 1), SIZE, SIZE)
+
+
+def test_lookup_is_rebuilt_only_when_pose_or_intrinsics_change():
+    mapper = GroundGridMapper(GroundConfig(GRID, ROLES, 20.0, 0.0))
+    k = k_matrix(F, 319.5, 239.5)
+    pose = pose_from_mount(0, 0, HEIGHT_M, 0, PITCH, 0)
+    first = mapper.lookup('c', pose, k, SIZE, SIZE)
+    assert mapper.lookup('c', pose_from_mount(0, 0, HEIGHT_M, 0, PITCH, 0), k.copy(), SIZE, SIZE) is first
+    assert mapper.lookups_built == 1
+    mapper.lookup('c', pose_from_mount(0, 0, HEIGHT_M, 0, PITCH + 0.01, 0), k, SIZE, SIZE)
+    mapper.lookup('c', pose_from_mount(0, 0, HEIGHT_M, 0, PITCH + 0.01, 0), k, SIZE, (240, 320))
+    assert mapper.lookups_built == 3
