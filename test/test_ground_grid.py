@@ -15,7 +15,6 @@ from seg_node.ground.geometry import (
     build_lookup,
     check_intrinsics,
     honest_range,
-    intrinsics_for_mask,
     pose_from_mount,
     pose_from_quaternion,
 )
@@ -126,8 +125,8 @@ def assert_matches(actual, expected):
 
 def grid_for(mask, k, image_size, pitch, yaw, cam=(0.0, 0.0), *, max_range=20.0, sigma_deg=0.1):
     mapper = GroundGridMapper(GroundConfig(GRID, ROLES, max_range, math.radians(sigma_deg)))
-    pose = pose_from_mount(cam[0], cam[1], HEIGHT_M, 0.0, pitch, yaw)
-    lookup = mapper.lookup('cam', pose, k, image_size, mask.shape)
+    pose = pose_from_mount((cam[0], cam[1], HEIGHT_M, 0.0, pitch, yaw))
+    lookup = mapper.lookup('cam', pose, k, image_size, mask_size=mask.shape)
     return mapper.camera_grid('cam', mask, lookup, 0).cells, lookup
 
 
@@ -182,7 +181,7 @@ def test_honest_range_is_the_least_of_the_three_limits():
 
 def test_pitch_zero_row_is_h_f_over_v_minus_cy_and_nothing_above_the_horizon():
     cy = 239.5
-    pose = pose_from_mount(0.0, 0.0, HEIGHT_M, 0.0, 0.0, 0.0)
+    pose = pose_from_mount((0.0, 0.0, HEIGHT_M, 0.0, 0.0, 0.0))
     lookup = build_lookup(GRID, pose, k_matrix(F, 319.5, cy), SIZE, max_range=100.0)
     seen = lookup.seen
     x = GRID.origin_x + (seen % GRID.width + 0.5) * RES
@@ -234,14 +233,14 @@ def test_yaw_of_a_side_camera_rotates_the_footprint():
     actual, _ = grid_for(mask, k_matrix(F, 319.5, 239.5), SIZE, PITCH, yaw, cam=(1.0, 0.5))
     expected = expected_grid(SIZE, F, F, 319.5, 239.5, PITCH, yaw, REACH, cam=(1.0, 0.5), box=False)
     assert_matches(actual, expected)
-    rows, cols = np.nonzero(actual == 0)
+    rows, _cols = np.nonzero(actual == 0)
     ys = -8.0 + (rows + 0.5) * RES
     assert ys.mean() > 1.0  # the free cells lie to the left of the vehicle
 
 
 def test_pose_from_quaternion_agrees_with_the_mount_angles():
     # A camera pitched down 10 degrees: body rotation about y by 10 degrees, then the optical rotation.
-    mount = pose_from_mount(0.5, 0.0, 1.5, 0.0, PITCH, 0.0)
+    mount = pose_from_mount((0.5, 0.0, 1.5, 0.0, PITCH, 0.0))
     q = _quaternion(mount.rotation)
     assert np.allclose(pose_from_quaternion((0.5, 0.0, 1.5), q).rotation, mount.rotation)
     assert np.allclose(mount.rotation, optical_axes(PITCH, 0.0))
@@ -258,7 +257,7 @@ def test_raised_object_is_not_smeared_onto_the_ground():
     mask = np.full(SIZE, ROAD, np.uint8)
     mask[:250] = SKY
     mask[300:350, 250:390] = CAR  # its bottom edge at row 349, road below it and above it
-    pose = pose_from_mount(0.0, 0.0, HEIGHT_M, 0.0, PITCH, 0.0)
+    pose = pose_from_mount((0.0, 0.0, HEIGHT_M, 0.0, PITCH, 0.0))
     lookup = build_lookup(GRID, pose, k_matrix(F, 319.5, 239.5), SIZE, max_range=100.0)
     grid = camera_grid(mask, lookup, ROLES).ravel()
     seen = lookup.seen
@@ -269,7 +268,7 @@ def test_raised_object_is_not_smeared_onto_the_ground():
     assert np.all(grid[seen][in_car_columns & (row > 351)] == 0)  # the road in front of it
     occupied = grid[seen] == 100
     assert occupied.any() and np.all(in_car_columns[occupied])
-    assert np.all((lookup.top[seen][occupied] <= 349.5) & (349.5 < lookup.bottom[seen][occupied]))
+    assert np.all((lookup.top[seen][occupied] <= 349.5) & (lookup.bottom[seen][occupied] > 349.5))
 
 
 def test_fusion_prefers_obstacles_then_drivable():
@@ -292,16 +291,16 @@ def test_bad_intrinsics_and_roles_are_refused_with_one_sentence():
         GridSpec.from_extent(0.0, 0, 1, 0, 1)
     mapper = GroundGridMapper(GroundConfig(GRID, ROLES, 20.0, 0.0))
     with pytest.raises(GeometryError, match='above the ground'):
-        mapper.lookup('c', pose_from_mount(0, 0, -0.1, 0, 0, 0), k_matrix(F, 1, 1), SIZE, SIZE)
+        mapper.lookup('c', pose_from_mount((0, 0, -0.1, 0, 0, 0)), k_matrix(F, 1, 1), SIZE, mask_size=SIZE)
 
 
 def test_lookup_is_rebuilt_only_when_pose_or_intrinsics_change():
     mapper = GroundGridMapper(GroundConfig(GRID, ROLES, 20.0, 0.0))
     k = k_matrix(F, 319.5, 239.5)
-    pose = pose_from_mount(0, 0, HEIGHT_M, 0, PITCH, 0)
-    first = mapper.lookup('c', pose, k, SIZE, SIZE)
-    assert mapper.lookup('c', pose_from_mount(0, 0, HEIGHT_M, 0, PITCH, 0), k.copy(), SIZE, SIZE) is first
+    pose = pose_from_mount((0, 0, HEIGHT_M, 0, PITCH, 0))
+    first = mapper.lookup('c', pose, k, SIZE, mask_size=SIZE)
+    assert mapper.lookup('c', pose_from_mount((0, 0, HEIGHT_M, 0, PITCH, 0)), k.copy(), SIZE, mask_size=SIZE) is first
     assert mapper.lookups_built == 1
-    mapper.lookup('c', pose_from_mount(0, 0, HEIGHT_M, 0, PITCH + 0.01, 0), k, SIZE, SIZE)
-    mapper.lookup('c', pose_from_mount(0, 0, HEIGHT_M, 0, PITCH + 0.01, 0), k, SIZE, (240, 320))
+    mapper.lookup('c', pose_from_mount((0, 0, HEIGHT_M, 0, PITCH + 0.01, 0)), k, SIZE, mask_size=SIZE)
+    mapper.lookup('c', pose_from_mount((0, 0, HEIGHT_M, 0, PITCH + 0.01, 0)), k, SIZE, mask_size=(240, 320))
     assert mapper.lookups_built == 3

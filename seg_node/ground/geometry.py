@@ -8,6 +8,7 @@ so a cell's pixel is the one nearest its projection: ``floor(u + 0.5)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,7 @@ class GridSpec:
         return cls(resolution, x_min, y_min, width, height)
 
     def centres(self) -> tuple[np.ndarray, np.ndarray]:
-        """x and y of every cell centre, each (height, width)."""
+        """The x and y of every cell centre, each (height, width)."""
         xs = self.origin_x + (np.arange(self.width) + 0.5) * self.resolution
         ys = self.origin_y + (np.arange(self.height) + 0.5) * self.resolution
         return np.meshgrid(xs, ys)
@@ -82,13 +83,14 @@ def rotation_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def pose_from_mount(x: float, y: float, z: float, roll: float, pitch: float, yaw: float) -> CameraPose:
-    """The optical frame of a camera mounted at (x, y, z) with body angles roll, pitch, yaw (radians).
+def pose_from_mount(mount: Sequence[float]) -> CameraPose:
+    """The optical frame of a camera mounted at ``(x, y, z, roll, pitch, yaw)`` (metres, radians).
 
     The angles turn the camera's body frame (x forward, y left, z up); all zero looks straight
     ahead along base x. Positive pitch looks down, positive yaw looks left.
     """
-    return CameraPose(rotation_rpy(roll, pitch, yaw) @ BODY_FROM_OPTICAL, np.array([x, y, z], float))
+    x, y, z, roll, pitch, yaw = (float(v) for v in mount)
+    return CameraPose(rotation_rpy(roll, pitch, yaw) @ BODY_FROM_OPTICAL, np.array([x, y, z]))
 
 
 def pose_from_quaternion(translation: tuple[float, float, float],

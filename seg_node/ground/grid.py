@@ -68,8 +68,8 @@ def resolve_roles(classes: Sequence[str], drivable: Sequence[str] = (), obstacle
     table[[index[n] for n in lists['drivable']]] = DRIVABLE
     table[[index[n] for n in lists['obstacle']]] = OBSTACLE
     listed = {*lists['drivable'], *lists['obstacle'], *lists['ignore']}
-    return ClassRoles(table, (table == OBSTACLE).astype(np.uint8), lists['drivable'], lists['obstacle'], lists['ignore'],
-                      tuple(n for n in classes if n not in listed))
+    return ClassRoles(table, (table == OBSTACLE).astype(np.uint8), lists['drivable'], lists['obstacle'],
+                      lists['ignore'], tuple(n for n in classes if n not in listed))
 
 
 def column_contacts(mask: np.ndarray, roles: ClassRoles, first_row: int) -> tuple[np.ndarray, np.ndarray]:

@@ -67,7 +67,7 @@ class GroundGridMapper:
         self._latest: dict[str, CameraGrid] = {}
         self._lock = threading.Lock()
 
-    def lookup(self, camera: str, pose: CameraPose, k: np.ndarray, image_size: tuple[int, int],
+    def lookup(self, camera: str, pose: CameraPose, k: np.ndarray, image_size: tuple[int, int], *,
                mask_size: tuple[int, int], distortion: np.ndarray | None = None) -> GroundLookup:
         """The camera's lookup for this pose and intrinsics, rebuilt only when either changed.
 
