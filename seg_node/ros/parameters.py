@@ -148,6 +148,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'Camera poses in ground_frame, 6 values per camera in image_topics order: x y z (m), '
               'roll pitch yaw (rad) of the camera body (x forward, y left, z up; positive pitch '
               'looks down); the optical frame follows per REP-103. Unset: tf2.', read_only=False),
+    ParamSpec('ground_rectified', 'bool', False,
+              'The image topics are rectified (image_rect): project with CameraInfo P and ignore D. '
+              'Otherwise a non-zero D stops the grid of that camera.'),
     ParamSpec('ground_fusion_max_age_s', 'double', 0.1,
               'The fused grid takes each camera\'s latest grid within this age of the newest one.',
               float_range=(0.0, 10.0), read_only=False),
@@ -207,6 +210,7 @@ class GroundSettings:
     ignore: tuple[str, ...]
     poses: tuple[tuple[float, ...], ...]  # one (x, y, z, roll, pitch, yaw) per camera; empty: tf2
     fusion_max_age_s: float
+    rectified: bool = False
 
 
 # The most cells a ground grid may have (2000 x 2000): a bigger one is a unit mistake.
@@ -251,7 +255,8 @@ def ground_settings(values: Mapping[str, object], cameras: int) -> GroundSetting
         drivable=tuple(values.get('ground_drivable_classes') or ()),
         obstacle=tuple(values.get('ground_obstacle_classes') or ()),
         ignore=tuple(values.get('ground_ignore_classes') or ()),
-        poses=poses, fusion_max_age_s=float(values['ground_fusion_max_age_s']))
+        poses=poses, fusion_max_age_s=float(values['ground_fusion_max_age_s']),
+        rectified=bool(values.get('ground_rectified')))
 
 
 def _palette(flat: Sequence[int] | None) -> list[list[int]] | None:
