@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from ground_scene import F, GRID, PITCH, RES, SIZE, assert_matches, expected_grid, ray_cast
+from ground_scene import GRID, PITCH, RES, SIZE, F, assert_matches, expected_grid, ray_cast
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
