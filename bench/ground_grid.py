@@ -60,7 +60,8 @@ def measure(mask_scale: int = 1, repeats: int = 300) -> dict[str, float]:
 
 def report(result: dict[str, float]) -> str:
     """One paragraph for BENCHMARKS.md."""
-    return (f'Ground grid, one 1080p camera, mask {result["mask"]}, {result["cells"]} cells ({result["cells_seen"]} within the '
+    return (f'Ground grid, one 1080p camera, mask {result["mask"]}, {result["cells"]} cells '
+            f'({result["cells_seen"]} within the '
             f'{result["max_range_m"]:.1f} m honest range): {result["grid_p50_ms"]:.2f} ms per frame '
             f'(p90 {result["grid_p90_ms"]:.2f}); a pose or CameraInfo change rebuilds the lookup in '
             f'{result["lookup_rebuild_ms"]:.0f} ms.')

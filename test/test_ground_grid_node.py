@@ -161,12 +161,14 @@ def test_ground_grid_over_dds(live):
 
     # 3. No CameraInfo yet for the left camera: its grid waits and says so once; masks still flow.
     for stamp in (3, 4):
-        assert client.send_until(LEFT, frame('left', stamp, POSES[LEFT]), lambda s=stamp: s in client.masks.get(LEFT, []))
+        assert client.send_until(LEFT, frame('left', stamp, POSES[LEFT]),
+                                 lambda s=stamp: s in client.masks.get(LEFT, []))
     assert wait_for(lambda: process.output.count('no CameraInfo yet on /cam_left/camera_info') == 1, 5)
     # 4. K all zeros: refused in one sentence, once, and the node runs on.
     client.info[LEFT] = camera_info(np.zeros((3, 3)))
     for stamp in (5, 6):
-        assert client.send_until(LEFT, frame('left', stamp, POSES[LEFT]), lambda s=stamp: s in client.masks.get(LEFT, []))
+        assert client.send_until(LEFT, frame('left', stamp, POSES[LEFT]),
+                                 lambda s=stamp: s in client.masks.get(LEFT, []))
     assert wait_for(lambda: process.output.count('uncalibrated') == 1, 5), process.output[-2000:]
     assert client.grid(LEFT, 6) is None
 
