@@ -41,6 +41,7 @@ from seg_node.ground.geometry import (
 from seg_node.ground.grid import camera_grid, fuse_grids, resolve_roles
 from seg_node.ground.mapper import GroundConfig, GroundGridMapper
 from seg_node.model.classes import CITYSCAPES_CLASSES
+from seg_node.ros.parameters import PARAMETERS, SettingsError, settings_from_values
 
 
 def test_front_camera_over_road_and_box_matches_the_ray_cast_scene():
@@ -206,3 +207,35 @@ def test_lookup_is_rebuilt_only_when_pose_or_intrinsics_change():
     mapper.lookup('c', pose_from_mount((0, 0, HEIGHT_M, 0, PITCH + 0.01, 0)), k, SIZE, mask_size=SIZE)
     mapper.lookup('c', pose_from_mount((0, 0, HEIGHT_M, 0, PITCH + 0.01, 0)), k, SIZE, mask_size=(240, 320))
     assert mapper.lookups_built == 3
+
+
+def _ground_values(**changes):
+    values = {spec.name: spec.default for spec in PARAMETERS} | {'model_path': 'm.onnx', 'ground_grid': True}
+    return values | changes
+
+
+@pytest.mark.parametrize(('changes', 'problem'), [
+    ({'ground_x_max': 0.0}, 'the ground grid extent is empty'),
+    ({'ground_y_min': 10.0}, 'the ground grid extent is empty'),
+    ({'ground_resolution': 0.01, 'ground_x_max': 100.0, 'ground_y_min': -100.0, 'ground_y_max': 100.0},
+     'raise ground_resolution'),
+    ({'ground_camera_poses': [0.0, 0.0, 1.5]}, 'needs 6 values (x y z roll pitch yaw) for each of the 1'),
+    ({'ground_camera_poses': [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}, 'must be above the ground'),
+    ({'ground_frame': ''}, 'ground_frame must name a frame'),
+    ({'ground_resolution': 0.0}, 'ground_resolution must be in [0.01, 5.0]'),
+    ({'ground_pitch_sigma_deg': -1.0}, 'ground_pitch_sigma_deg must be in'),
+    ({'ground_fusion_max_age_s': 20.0}, 'ground_fusion_max_age_s must be in'),
+])
+def test_bad_ground_parameters_are_refused_with_one_sentence(changes, problem):
+    with pytest.raises(SettingsError) as err:
+        settings_from_values(_ground_values(**changes))
+    assert problem in str(err.value)
+    assert '\n' not in str(err.value)
+
+
+def test_ground_parameters_give_the_grid_and_poses():
+    assert settings_from_values(_ground_values(ground_grid=False)).ground is None
+    ground = settings_from_values(_ground_values(ground_camera_poses=[0.5, 0, 1.4, 0, 0.1, 0])).ground
+    assert ground.poses == ((0.5, 0.0, 1.4, 0.0, 0.1, 0.0),) and ground.frame_id == 'base_footprint'
+    spec = GridSpec.from_extent(ground.resolution, ground.x_min, ground.x_max, ground.y_min, ground.y_max)
+    assert (spec.width, spec.height) == (200, 200)
