@@ -116,6 +116,10 @@ class GroundOutputs:
         """Take runtime changes (poses, fusion age): the next frame of each camera uses them."""
         self.settings = settings
 
+    def has_camera_info(self, topic: str) -> bool:
+        """True once a CameraInfo of the camera arrived."""
+        return topic in self._info
+
     def wanted(self, topic: str) -> bool:
         """True when this camera's grid or the fused grid has a subscriber (else nothing is computed)."""
         wanted = (self.publishers[topic].get_subscription_count() > 0
