@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 from geometry_msgs.msg import TransformStamped
-from ground_scene import F, PITCH, REACH, RES, SIZE, assert_matches, expected_grid, optical_axes, ray_cast
+from ground_scene import PITCH, REACH, RES, SIZE, F, assert_matches, expected_grid, optical_axes, ray_cast
 from nav_msgs.msg import OccupancyGrid
 from reliability_helpers import image_msg, node_in_process, save_model, spinning
 from sensor_msgs.msg import CameraInfo
