@@ -127,3 +127,17 @@ def fuse_grids(grids: Sequence[np.ndarray]) -> np.ndarray:
     fused[(stack == FREE).any(axis=0)] = FREE
     fused[(stack == OCCUPIED).any(axis=0)] = OCCUPIED
     return fused
+
+
+# Picture colours: drivable, obstacle contact, unknown (RGB).
+GRID_COLOURS = {FREE: (200, 200, 200), OCCUPIED: (220, 30, 30), UNKNOWN: (60, 60, 60)}
+
+
+def grid_picture(cells: np.ndarray, cell_px: int = 2) -> np.ndarray:
+    """An RGB picture of a grid as seen from above: x (forward) up, y (left) to the left."""
+    picture = np.empty((*cells.shape, 3), np.uint8)
+    for value, colour in GRID_COLOURS.items():
+        picture[cells == value] = colour
+    # Grid rows run along +y and columns along +x: turn so forward is up and left is left.
+    picture = np.ascontiguousarray(picture.transpose(1, 0, 2)[::-1, ::-1])
+    return np.repeat(np.repeat(picture, cell_px, 0), cell_px, 1)
