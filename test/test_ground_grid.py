@@ -38,7 +38,7 @@ from seg_node.ground.geometry import (
     pose_from_mount,
     pose_from_quaternion,
 )
-from seg_node.ground.grid import camera_grid, fuse_grids, resolve_roles
+from seg_node.ground.grid import camera_grid, column_contacts, fuse_grids, resolve_roles
 from seg_node.ground.mapper import GroundConfig, GroundGridMapper
 from seg_node.model.classes import CITYSCAPES_CLASSES
 from seg_node.ros.parameters import PARAMETERS, SettingsError, settings_from_values
@@ -91,8 +91,8 @@ def test_pitch_zero_row_is_h_f_over_v_minus_cy_and_nothing_above_the_horizon():
     y = GRID.origin_y + (seen // GRID.width + 0.5) * RES
     on_axis = np.abs(y) < RES
     # d = h f / (v - c_y)  <=>  v = c_y + h f / d, rounded to the nearest row.
-    assert np.array_equal(lookup.row[seen][on_axis], np.floor(cy + HEIGHT_M * F / x[on_axis] + 0.5))
-    assert lookup.row[seen].min() > cy  # every ground point is below the horizon
+    assert np.array_equal(lookup.row[on_axis], np.floor(cy + HEIGHT_M * F / x[on_axis] + 0.5))
+    assert lookup.row.min() > cy  # every ground point is below the horizon
     # An all-"road" mask (sky painted as road, too): only cells in view and range are filled.
     grid = camera_grid(np.full(SIZE, ROAD, np.uint8), lookup, ROLES)
     expected = expected_grid(SIZE, F, F, 319.5, cy, 0.0, 0.0, 100.0, box=False) >= -1
@@ -164,14 +164,14 @@ def test_raised_object_is_not_smeared_onto_the_ground():
     lookup = build_lookup(GRID, pose, k_matrix(F, 319.5, 239.5), SIZE, max_range=100.0)
     grid = camera_grid(mask, lookup, ROLES).ravel()
     seen = lookup.seen
-    row, col = lookup.row[seen], lookup.column[seen]
+    row, col = lookup.row, lookup.column
     in_car_columns = (col >= 250) & (col < 390)
     assert np.all(grid[seen][in_car_columns & (row < 340)] == -1)  # the car's body and what it hides
     assert np.any(grid[seen][~in_car_columns & (row < 300)] == 0)  # road beside it, as far
     assert np.all(grid[seen][in_car_columns & (row > 351)] == 0)  # the road in front of it
     occupied = grid[seen] == 100
     assert occupied.any() and np.all(in_car_columns[occupied])
-    assert np.all((lookup.top[seen][occupied] <= 349.5) & (lookup.bottom[seen][occupied] > 349.5))
+    assert np.all((lookup.top[occupied] <= 349.5) & (lookup.bottom[occupied] > 349.5))
 
 
 def test_fusion_prefers_obstacles_then_drivable():
@@ -239,3 +239,17 @@ def test_ground_parameters_give_the_grid_and_poses():
     assert ground.poses == ((0.5, 0.0, 1.4, 0.0, 0.1, 0.0),) and ground.frame_id == 'base_footprint'
     spec = GridSpec.from_extent(ground.resolution, ground.x_min, ground.x_max, ground.y_min, ground.y_max)
     assert (spec.width, spec.height) == (200, 200)
+
+
+def test_column_contacts_agree_with_a_scan_of_each_column():
+    rng = np.random.default_rng(5)
+    mask = np.where(rng.random((600, 40)) < 0.97, ROAD, CAR).astype(np.uint8)
+    mask[:, 7] = ROAD  # a column with no obstacle
+    mask[599, 9] = CAR  # an obstacle in the bottom row: no ground below it
+    lowest, contact = column_contacts(mask, ROLES, 20)
+    for c in range(mask.shape[1]):
+        rows = [r for r in range(20, 600) if mask[r, c] == CAR]
+        expected_lowest = rows[-1] if rows else -1
+        assert lowest[c] == expected_lowest
+        on_road = expected_lowest >= 0 and expected_lowest + 1 < 600 and mask[expected_lowest + 1, c] == ROAD
+        assert contact[c] == (expected_lowest if on_road else -1)

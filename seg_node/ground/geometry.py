@@ -149,27 +149,24 @@ def honest_range(resolution: float, height: float, focal_y: float, pitch_sigma_r
 
 @dataclass(frozen=True)
 class GroundLookup:
-    """Where each grid cell lies in one camera's mask (cells that cannot be seen: ``pixel`` -1).
+    """Where each grid cell that can be seen lies in one camera's mask.
 
-    ``pixel`` is the flat index (row * W + column) of the cell centre's nearest mask pixel;
-    ``row``/``column`` its coordinates; ``top``/``bottom`` the image rows v spanned by the
-    cell's four corners, so that a contact row can be found inside the cell's footprint.
+    ``seen`` holds the flat indices (row * width + column) of the cells that project into the mask
+    within range; the other arrays have one entry per seen cell: ``pixel`` the flat index of the
+    nearest mask pixel, ``row``/``column`` its coordinates, ``top``/``bottom`` the image rows v
+    spanned by the cell's four corners (so that a contact row can be found in its footprint).
     """
 
     grid: GridSpec
     mask_size: tuple[int, int]
-    pixel: np.ndarray  # (cells,) int64, -1 where unseen
+    seen: np.ndarray  # (n,) int64 flat cell indices
+    pixel: np.ndarray  # (n,) int64 flat mask pixel indices
     row: np.ndarray
     column: np.ndarray
     top: np.ndarray  # float, v of the cell's farthest corner
-    bottom: np.ndarray  # float, v of its nearest corner
+    bottom: np.ndarray  # float, v of its nearest corner (inf: a corner is behind the camera)
     max_range: float
     first_row: int  # no seen cell reads or spans a mask row above this one
-
-    @property
-    def seen(self) -> np.ndarray:
-        """Flat indices of the cells that project into the mask within range."""
-        return np.flatnonzero(self.pixel >= 0)
 
 
 def _project(points: np.ndarray, pose: CameraPose, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -204,9 +201,8 @@ def build_lookup(grid: GridSpec, pose: CameraPose, k_mask: np.ndarray, mask_size
         # A corner behind the camera: the footprint reaches the image bottom (and beyond).
         corner_v.append(np.where(cdepth > MIN_DEPTH_M, cv, np.inf))
     corner_v = np.stack(corner_v)
-    column = np.where(seen, column, 0).astype(np.int64)
-    row = np.where(seen, row, 0).astype(np.int64)
-    pixel = np.where(seen, row * w + column, -1)
-    top, bottom = corner_v.min(0), corner_v.max(0)
-    first_row = int(np.clip(np.floor(min(top[seen].min(), row[seen].min())), 0, h - 1)) if seen.any() else 0
-    return GroundLookup(grid, (h, w), pixel, row, column, top, bottom, max_range, first_row)
+    cells = np.flatnonzero(seen)
+    column, row = column[cells].astype(np.int64), row[cells].astype(np.int64)
+    top, bottom = corner_v.min(0)[cells], corner_v.max(0)[cells]
+    first_row = int(np.clip(np.floor(min(top.min(), row.min())), 0, h - 1)) if cells.size else 0
+    return GroundLookup(grid, (h, w), cells, row * w + column, row, column, top, bottom, max_range, first_row)

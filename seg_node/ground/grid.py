@@ -8,6 +8,7 @@ and whatever lies behind it) stays unknown, so a raised object is never smeared 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ class ClassRoles:
     """What each class id means to the grid: a 256-entry table of OTHER, DRIVABLE, OBSTACLE."""
 
     table: np.ndarray  # (256,) uint8
-    obstacle_table: np.ndarray  # (256,) uint8: 1 for obstacle classes (a cv2.LUT table)
+    obstacle_table: np.ndarray  # (256,) uint8: 255 for obstacle classes (a cv2.LUT table)
     drivable: tuple[str, ...]
     obstacle: tuple[str, ...]
     ignore: tuple[str, ...]
@@ -68,7 +69,7 @@ def resolve_roles(classes: Sequence[str], drivable: Sequence[str] = (), obstacle
     table[[index[n] for n in lists['drivable']]] = DRIVABLE
     table[[index[n] for n in lists['obstacle']]] = OBSTACLE
     listed = {*lists['drivable'], *lists['obstacle'], *lists['ignore']}
-    return ClassRoles(table, (table == OBSTACLE).astype(np.uint8), lists['drivable'], lists['obstacle'],
+    return ClassRoles(table, np.where(table == OBSTACLE, 255, 0).astype(np.uint8), lists['drivable'], lists['obstacle'],
                       lists['ignore'], tuple(n for n in classes if n not in listed))
 
 
@@ -79,18 +80,28 @@ def column_contacts(mask: np.ndarray, roles: ClassRoles, first_row: int) -> tupl
     The lowest obstacle pixel is a ground contact when the pixel right below it is drivable.
     """
     h, w = mask.shape[:2]
-    below = mask[first_row:]
-    obstacle = cv2.LUT(below, roles.obstacle_table)  # 1 on obstacle pixels, else 0
-    # Row number + 1 on obstacle pixels, so the column maximum is the lowest obstacle row + 1
-    # (0 where the column has none): one multiply and one reduction along contiguous rows.
-    lowest = (obstacle * _row_numbers(first_row, h)).max(axis=0).astype(np.int64) - 1
+    obstacle = cv2.LUT(mask[first_row:], roles.obstacle_table)  # 255 on obstacle pixels, else 0
+    lowest = np.full(w, -1, np.int64)
+    # In blocks of at most 255 rows, each obstacle pixel becomes its row number in the block (1..255)
+    # with one uint8 AND, and the column maximum is the block's lowest obstacle row + 1.
+    for start, weights in _row_blocks(h - first_row, w):
+        block_lowest = cv2.bitwise_and(obstacle[start:start + len(weights)], weights).max(axis=0)
+        hit = block_lowest > 0
+        lowest[hit] = first_row + start + block_lowest[hit].astype(np.int64) - 1
     under = np.minimum(lowest + 1, h - 1)
     on_ground = (lowest >= 0) & (lowest + 1 < h) & (roles.table[mask[under, np.arange(w)]] == DRIVABLE)
     return lowest, np.where(on_ground, lowest, -1)
 
 
-def _row_numbers(first_row: int, height: int) -> np.ndarray:
-    return np.arange(first_row + 1, height + 1, dtype=np.uint16)[:, None]
+@functools.lru_cache(maxsize=16)
+def _row_blocks(rows: int, width: int) -> tuple[tuple[int, np.ndarray], ...]:
+    """(first row, uint8 row numbers 1..n as a (n, width) array) of each block of up to 255 rows."""
+    blocks = []
+    for start in range(0, rows, 255):
+        n = min(255, rows - start)
+        numbers = np.broadcast_to(np.arange(1, n + 1, dtype=np.uint8)[:, None], (n, width))
+        blocks.append((start, np.ascontiguousarray(numbers)))
+    return tuple(blocks)
 
 
 def camera_grid(mask: np.ndarray, lookup: GroundLookup, roles: ClassRoles) -> np.ndarray:
@@ -105,13 +116,13 @@ def camera_grid(mask: np.ndarray, lookup: GroundLookup, roles: ClassRoles) -> np
         return grid.reshape(lookup.grid.height, lookup.grid.width)
     mask = np.ascontiguousarray(mask, np.uint8)
     lowest, contact = column_contacts(mask, roles, lookup.first_row)
-    column, row = lookup.column[seen], lookup.row[seen]
-    role = roles.table[mask.ravel()[lookup.pixel[seen]]]
+    column, row = lookup.column, lookup.row
+    role = roles.table[mask.ravel()[lookup.pixel]]
     value = np.full(seen.size, UNKNOWN, np.int8)
     value[(role == DRIVABLE) & (row > lowest[column])] = FREE
     contact_row = contact[column]
     edge = contact_row + 0.5  # the contact lies on the edge between the obstacle and the ground
-    claimed = (contact_row >= 0) & (lookup.top[seen] <= edge) & (edge < lookup.bottom[seen])
+    claimed = (contact_row >= 0) & (lookup.top <= edge) & (edge < lookup.bottom)
     value[claimed] = OCCUPIED
     grid[seen] = value
     return grid.reshape(lookup.grid.height, lookup.grid.width)
