@@ -32,7 +32,7 @@ def picture(seed: int = 3, t: int = 40, width: int = 640, height: int = 320) -> 
     f, cx, cy = drive.intrinsics(0)
     grid = GridSpec.from_extent(0.2, 0.0, 20.0, -10.0, 10.0)
     mapper = GroundGridMapper(GroundConfig(grid, resolve_roles(CITYSCAPES_CLASSES), 20.0, 0.0))
-    k = np.array([[f, 0.0, cx - 0.5], [0.0, f, cy - 0.5], [0.0, 0.0, 1.0]])  # canvas pixels span [i, i+1)
+    k = np.array([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]])  # the canvas has pixel centres at integers
     lookup = mapper.lookup('front', pose_from_mount(drive.mount(0)), k, label.shape, mask_size=label.shape)
     cells = mapper.camera_grid('front', label, lookup, 0).cells
     overlay = blend(rgb, colorize(label, palette_lut(CITYSCAPES_PALETTE)), 0.5)

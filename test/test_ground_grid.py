@@ -40,6 +40,7 @@ from seg_node.ground.geometry import (
 )
 from seg_node.ground.grid import camera_grid, column_contacts, fuse_grids, resolve_roles
 from seg_node.ground.mapper import GroundConfig, GroundGridMapper
+from seg_node.ground.score import GridScores
 from seg_node.model.classes import CITYSCAPES_CLASSES
 from seg_node.ros.parameters import PARAMETERS, SettingsError, settings_from_values
 
@@ -253,3 +254,15 @@ def test_column_contacts_agree_with_a_scan_of_each_column():
         assert lowest[c] == expected_lowest
         on_road = expected_lowest >= 0 and expected_lowest + 1 < 600 and mask[expected_lowest + 1, c] == ROAD
         assert contact[c] == (expected_lowest if on_road else -1)
+
+
+def test_grid_scores_count_by_hand():
+    truth = np.array([[0, 0, 100, -1], [0, 100, -1, -1]], np.int8)
+    predicted = np.array([[0, -1, 0, 0], [0, 0, -1, 100]], np.int8)
+    scores = GridScores()
+    scores.add(predicted, truth)
+    s = scores.summary()
+    # known: 5 cells, exact: (0,0) and (1,0); claimed: 4 of them.
+    assert (s['cell_accuracy'], s['coverage']) == (2 / 5, 4 / 5)
+    # contact (0,2) has the predicted contact (1,3) within one cell; (1,1) has none and is called 0.
+    assert (s['contact_recall'], s['false_free_rate']) == (0.5, 0.5)
