@@ -92,5 +92,5 @@ def test_label_ground_grid_needs_poses(tmp_path):
     write_drive(bag, SynthOptions(cameras=1, frames=1, width=64, height=48, scene='palette'))
     model = tmp_path / 'palette.onnx'
     onnx.save(palette_classifier(), model)
-    with pytest.raises(BagError, match='--ground-grid needs .* poses on /tf_static'):
+    with pytest.raises(BagError, match=r'--ground-grid needs .* poses on /tf_static'):
         label_bag(bag, tmp_path / 'out', model, LabelOptions(outputs=('mask',), providers=('cpu',), ground_grid=True))
