@@ -131,7 +131,6 @@ def evaluate_bag(bag: str | Path, *, truth_bag: str | Path | None = None) -> Eva
         msg = f'bag {str(truth_bag or bag)!r} has no ground-truth topic ({expected})'
         raise BagError(msg)
     with open_bag(bag) as reader:
-        grid_scores = score_grids(reader)
         masks = _outputs_named(reader, MASK)
         if not masks:
             expected = topics.output_topic('<camera>', MASK)
@@ -171,6 +170,8 @@ def evaluate_bag(bag: str | Path, *, truth_bag: str | Path | None = None) -> Eva
                 raise BagError(text) from None
     for ns, frames in truth.items():
         cameras[ns].missing = sorted(stamp for stamp, frame in frames if (ns, (stamp, frame)) not in seen)
+    with open_bag(bag) as reader, open_bag(truth_bag or bag) as truth_reader:
+        grid_scores = score_grids(reader, truth_reader)
     return EvalReport(confusion.compute(), table.names, cameras, confusion, grid_scores)
 
 

@@ -143,17 +143,22 @@ class BagGrids:
         return self.mapper.camera_grid(camera, mask, lookup, 0).cells
 
 
-def score_grids(reader: Any) -> GridScores | None:
-    """Predicted grids against the truth grids of the same frames in one bag; None if either is absent."""
-    def grids(name: str) -> dict[tuple[str, tuple[int, str]], np.ndarray]:
-        conns = [c for c in reader.connections if topics.output_name(c.topic) == name
-                 and c.msgtype == OCCUPANCY_GRID]
-        found = {}
-        for conn, _, raw in read(reader, conns):
-            msg = reader.deserialize(raw, conn.msgtype)
-            found[topics.namespace_of(conn.topic), frame_key(msg.header)] = grid_cells(msg)
-        return found
-    truth, predicted = grids(TRUTH_TOPIC), grids(GRID_TOPIC)
+def _grids(reader: Any, name: str) -> dict[tuple[str, tuple[int, str]], np.ndarray]:
+    conns = [c for c in reader.connections if topics.output_name(c.topic) == name and c.msgtype == OCCUPANCY_GRID]
+    found = {}
+    for conn, _, raw in read(reader, conns):
+        msg = reader.deserialize(raw, conn.msgtype)
+        found[topics.namespace_of(conn.topic), frame_key(msg.header)] = grid_cells(msg)
+    return found
+
+
+def score_grids(reader: Any, truth_reader: Any = None) -> GridScores | None:
+    """The grids of ``reader`` against the truth grids of the same frames; None when either has none.
+
+    The truth is read from ``truth_reader`` (default: the same bag).
+    """
+    predicted = _grids(reader, GRID_TOPIC)
+    truth = _grids(truth_reader if truth_reader is not None else reader, TRUTH_TOPIC)
     if not truth or not predicted:
         return None
     scores = GridScores()
