@@ -67,6 +67,10 @@ def report(result: dict[str, float]) -> str:
             f'{result["lookup_rebuild_ms"]:.0f} ms.')
 
 
+def section(rows: list[dict[str, float]]) -> str:
+    """The BENCHMARKS.md section: a heading and one paragraph per mask size."""
+    return '## Ground grid per frame (issue 25; CPU, one camera)\n\n' + '\n\n'.join(report(r) for r in rows)
+
+
 if __name__ == '__main__':
-    for scale in (1, 2):
-        print(report(measure(scale)))
+    print(section([measure(scale) for scale in (1, 2)]))

@@ -278,9 +278,8 @@ def main() -> None:
         from bench import ground_grid
 
         results['ground_grid'] = [ground_grid.measure(scale) for scale in (1, 2)]
-        for row in results['ground_grid']:
-            results['sections'].append(ground_grid.report(row))
-            print(ground_grid.report(row), flush=True)
+        results['sections'].append(ground_grid.section(results['ground_grid']))
+        print(results['sections'][-1], flush=True)
     (args.output / 'results.json').write_text(json.dumps(results, indent=1))
     from bench.report import write_report
 
