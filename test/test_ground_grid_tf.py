@@ -7,6 +7,7 @@ with a geometry_msgs/TransformStamped, as tf2_ros.Buffer does.
 import math
 
 import numpy as np
+import pytest
 from geometry_msgs.msg import TransformStamped
 from ground_scene import PITCH, REACH, RES, SIZE, F, assert_matches, expected_grid, optical_axes, ray_cast
 from nav_msgs.msg import OccupancyGrid
@@ -14,7 +15,9 @@ from reliability_helpers import image_msg, node_in_process, save_model, spinning
 from sensor_msgs.msg import CameraInfo
 
 from seg_node.model.classes import CITYSCAPES_PALETTE
+from seg_node.ros import node_base
 from seg_node.ros.harness import wait_for
+from seg_node.ros.node_base import StartupError
 
 FRONT = '/cam_front/image_raw'
 PALETTE = np.asarray(CITYSCAPES_PALETTE, np.uint8)
@@ -67,3 +70,22 @@ def test_poses_come_from_tf_and_a_changed_transform_rebuilds_the_lookup(context,
                 assert_matches(cells, expected_grid(SIZE, F, F, 319.5, 239.5, pitch, 0.0, REACH))
         assert ground.tf_buffer.asked[-1] == ('base_footprint', 'cam_front_optical')
         assert ground.mapper.lookups_built == 2  # the same transform twice: no rebuild
+
+
+def test_an_unknown_class_name_stops_the_start_with_one_sentence(context, tmp_path):
+    params = {'model_path': save_model(tmp_path / 'palette.onnx'), 'image_topics': [FRONT], 'ground_grid': True,
+              'ground_obstacle_classes': ['car', 'lorry']}
+    with (pytest.raises(StartupError, match=r"ground_obstacle_classes names 'lorry', which the model does not have"),
+          node_in_process(context, **params)):
+        pass
+
+
+def test_without_nav_msgs_the_grid_is_off_and_the_node_runs(context, tmp_path, monkeypatch):
+    monkeypatch.setattr(node_base, 'OccupancyGrid', None)
+    params = {'model_path': save_model(tmp_path / 'palette.onnx'), 'image_topics': [FRONT], 'ground_grid': True}
+    with node_in_process(context, **params) as harness:
+        assert harness.node.ground is None and harness.node.pipeline.ground is None
+        mask = ray_cast(SIZE, F, F, 319.5, 239.5, PITCH, 0.0)
+        harness.send_and_settle(FRONT, image_msg(PALETTE[mask], 1, 'cam_front_optical'))
+        totals = harness.totals(FRONT)
+        assert totals['processed'] + totals['skipped'] == 1 and totals['failed'] == totals['rejected'] == 0
