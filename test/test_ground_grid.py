@@ -38,7 +38,7 @@ from seg_node.ground.geometry import (
     pose_from_mount,
     pose_from_quaternion,
 )
-from seg_node.ground.grid import camera_grid, column_contacts, fuse_grids, resolve_roles
+from seg_node.ground.grid import camera_grid, column_contacts, fuse_grids, grid_picture, resolve_roles
 from seg_node.ground.mapper import GroundConfig, GroundGridMapper
 from seg_node.ground.score import GridScores
 from seg_node.model.classes import CITYSCAPES_CLASSES
@@ -266,3 +266,12 @@ def test_grid_scores_count_by_hand():
     assert (s['cell_accuracy'], s['coverage']) == (2 / 5, 4 / 5)
     # contact (0,2) has the predicted contact (1,3) within one cell; (1,1) has none and is called 0.
     assert (s['contact_recall'], s['false_free_rate']) == (0.5, 0.5)
+
+
+def test_grid_picture_shows_forward_up_and_left_left():
+    cells = np.full((2, 3), -1, np.int8)  # 2 cells along y (right to left), 3 along x (near to far)
+    cells[0, 2] = 0  # far and to the right
+    cells[1, 0] = 100  # near and to the left
+    picture = grid_picture(cells, cell_px=1)
+    assert picture.shape == (3, 2, 3)
+    assert picture[0, 1].tolist() == [200, 200, 200] and picture[2, 0].tolist() == [220, 30, 30]

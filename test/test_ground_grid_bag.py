@@ -9,6 +9,7 @@ from seg_node.bag.bagio import BagError, BagWriter, open_bag
 from seg_node.bag.evaluate import evaluate_bag, format_report
 from seg_node.bag.label import LabelOptions, label_bag
 from seg_node.bag.synth import SynthOptions, write_drive
+from seg_node.bag.video import VideoOptions, write_video
 from seg_node.ground.geometry import pose_from_mount
 from seg_node.model.known_answer import palette_classifier
 from seg_node.synthetic import Drive
@@ -78,13 +79,17 @@ def test_label_writes_grids_that_eval_scores(synth, tmp_path):
     model = tmp_path / 'palette.onnx'
     onnx.save(palette_classifier(downsample=2), model)
     out = tmp_path / 'labelled'
-    label_bag(synth, out, model, LabelOptions(outputs=('mask',), providers=('cpu',), ground_grid=True))
+    label_bag(synth, out, model, LabelOptions(providers=('cpu',), ground_grid=True))
     grids = messages_on(out, '/segmentation/ground_grid')
     assert len(grids) == 2 * FRAMES
     assert {m.header.frame_id for _, m in grids} == {'base_footprint'}
     report = evaluate_bag(out)
     assert report.ground is not None and report.ground.frames == 2 * FRAMES
     assert 'false-free rate' in format_report(report)
+    # The side-by-side video gains a fourth tile per camera: the grid from above.
+    # (Without grids it is three tiles and the legend: 3 x 320 + about 100 pixels.)
+    video = write_video(out, tmp_path / 'v.mp4', VideoOptions(layout='side-by-side'))
+    assert 4 * WIDTH <= video.size[0] < 4 * WIDTH + 200
 
 
 def test_label_ground_grid_needs_poses(tmp_path):
