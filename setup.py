@@ -13,6 +13,9 @@ PYPI_RUNTIME = [
     'ros-sensor-msgs==5.5.1',
     'ros-std-msgs==5.5.1',
     'ros-diagnostic-msgs==5.5.1',
+    # The ground grid (nav_msgs/OccupancyGrid) and the tf2 stand-in's TransformStamped.
+    'ros-nav-msgs==5.5.1',
+    'ros-geometry-msgs==5.5.1',
     'ros-rmw-fastrtps-cpp==9.3.3',
     'ros-lifecycle-msgs==2.3.0',
     'onnxruntime-gpu==1.31.1',

@@ -275,6 +275,11 @@ def main() -> None:
         results['engine_micro'] = rows
         results['sections'].append(report(rows))
         print(report(rows), flush=True)
+        from bench import ground_grid
+
+        results['ground_grid'] = [ground_grid.measure(scale) for scale in (1, 2)]
+        results['sections'].append(ground_grid.section(results['ground_grid']))
+        print(results['sections'][-1], flush=True)
     (args.output / 'results.json').write_text(json.dumps(results, indent=1))
     from bench.report import write_report
 

@@ -22,6 +22,7 @@ from seg_node import synthetic
 from seg_node.bag import synth
 from seg_node.bag.bagio import BagError
 from seg_node.bag.evaluate import EvalReport, evaluate_bag, last_diagnostics
+from seg_node.bag.ground import BAG_GRID, GRID_TOPIC
 from seg_node.bag.play import PlayOptions, play_bag
 from seg_node.bag.synth import CAMERA_NAMES, FPS, SCENES, SynthOptions, write_drive
 from seg_node.bag.video import VideoOptions, write_video
@@ -31,6 +32,7 @@ from seg_node.ros.harness import NodeProcess, isolate_dds
 from seg_node.runtime.config import EngineConfig
 from seg_node.runtime.loader import LOAD_ERRORS, ModelRequest, load_model
 from seg_node.runtime.stats import percentile
+from seg_node.synthetic import Drive
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = models_dir() / DEMO_MODEL
@@ -122,9 +124,25 @@ def plan(model: Path, args: argparse.Namespace) -> Plan:
     return Plan(args.cameras, count, args.width, args.height, rate, engine.provider, batch_ms)
 
 
-def start_node(model: Path, image_topics: list[str], log: Path, providers: list[str]) -> NodeProcess:
+def ground_params(drive: SynthOptions) -> dict:
+    """The ground grid of the drive's cameras, as ``seg_bag synth``'s truth grids are made (none for palette scenes).
+
+    The drive's poses are exact: no pitch uncertainty limits the range.
+    """
+    if drive.scene != 'drive':
+        return {}
+    rig = Drive(drive.seed, width=drive.width, height=drive.height, num_cameras=drive.cameras)
+    grid = BAG_GRID
+    return {'ground_grid': True, 'ground_resolution': grid.resolution, 'ground_pitch_sigma_deg': 0.0,
+            'ground_x_min': grid.origin_x, 'ground_x_max': grid.origin_x + grid.width * grid.resolution,
+            'ground_y_min': grid.origin_y, 'ground_y_max': grid.origin_y + grid.height * grid.resolution,
+            'ground_camera_poses': [v for camera in range(drive.cameras) for v in rig.mount(camera)]}
+
+
+def start_node(model: Path, image_topics: list[str], log: Path, providers: list[str],
+               ground: dict | None = None) -> NodeProcess:
     """seg_node started as a user would, with its log in ``log``."""
-    params = {'model_path': str(model), 'image_topics': image_topics, 'providers': providers,
+    params = (ground or {}) | {'model_path': str(model), 'image_topics': image_topics, 'providers': providers,
               # A reliable, queued input: frames are lost only if the node falls behind.
               'input_reliability': 'reliable', 'input_depth': 10, 'diagnostics_period_s': 0.5,
               # The video and contact sheet are what people share: overlays at the camera's size.
@@ -161,6 +179,7 @@ def summary(plan_: Plan, report: EvalReport, played: dict[str, int], diagnostics
         'frames': plan_.frames, 'resolution': [plan_.width, plan_.height],
         'replay_rate': round(plan_.rate, 3),
         'engine_ms_per_frame_set': round(plan_.batch_ms, 1),
+        **({'ground_grid': {k: round(v, 4) for k, v in report.ground.summary().items()}} if report.ground else {}),
     }
 
 
@@ -187,9 +206,17 @@ def format_summary(result: dict, out: Path, wall_s: float) -> str:
     lines += [f'mIoU {result["mean_iou"]:.3f}, pixel accuracy {result["pixel_accuracy"]:.3f} against the '
               f'ground truth; latency (input -> mask receipt) p50 {result["latency_p50_ms"]:.1f} ms, '
               f'p99 {result["latency_p99_ms"]:.1f} ms',
+              *([ground_line(result['ground_grid'])] if 'ground_grid' in result else []),
               f'wrote {out}/: output (rosbag2), demo.mp4 ({VIDEO_FPS:g} fps, slower than real time), '
               f'demo_sheet.png, summary.json, node.log in {wall_s:.0f} s']
     return '\n'.join(lines)
+
+
+def ground_line(scores: dict) -> str:
+    """The ground grid's scores against the drive's truth grids, in one line."""
+    return (f'ground grid: cell accuracy {scores["cell_accuracy"]:.3f} (coverage {scores["coverage"]:.3f}), '
+            f'obstacle-contact recall within one cell {scores["contact_recall"]:.3f}, '
+            f'false-free rate {scores["false_free_rate"]:.3f}')
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -207,9 +234,11 @@ def run(args: argparse.Namespace) -> dict:
     if ensure_drive(out / 'drive', drive):
         print(f'[demo] reusing the drive in {out / "drive"} (same options and generator)', flush=True)
     cameras = [topics.camera_image_topic(name) for name in CAMERA_NAMES[:plan_.cameras]]
-    recorded = [*cameras, *(topics.segmentation_topic(c, n) for c in cameras for n in (*OUTPUTS, 'labels')),
+    ground = ground_params(drive)
+    grids = (GRID_TOPIC,) if ground else ()
+    recorded = [*cameras, *(topics.segmentation_topic(c, n) for c in cameras for n in (*OUTPUTS, 'labels', *grids)),
                 '/diagnostics']
-    node = start_node(args.model, cameras, out / 'node.log', list(args.providers))
+    node = start_node(args.model, cameras, out / 'node.log', list(args.providers), ground)
     try:
         try:
             node.wait_ready(NODE_START_TIMEOUT_S)

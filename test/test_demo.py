@@ -10,12 +10,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
+import numpy as np
 import onnx
 import pytest
 
 from demo import run as demo
 from seg_node.bag.bagio import open_bag
+from seg_node.bag.ground import BAG_GRID
+from seg_node.bag.synth import SynthOptions
+from seg_node.ground.score import GridScores
 from seg_node.model.known_answer import palette_classifier
+from seg_node.synthetic import Drive
 
 pytestmark = pytest.mark.dds
 
@@ -136,3 +141,19 @@ def test_a_second_run_reuses_the_drive_only_when_nothing_it_depends_on_changed(t
         assert demo.ensure_drive(folder, options) is False, f'{changed.name} changed'
         assert (tmp_path / 'drive.key').read_text() != key
         assert demo.ensure_drive(folder, options) is True
+
+
+def test_the_drive_scene_gives_the_node_its_cameras_poses_and_the_summary_its_grid_scores():
+    drive = SynthOptions(cameras=2, frames=3, width=320, height=160, seed=4)
+    params = demo.ground_params(drive)
+    rig = Drive(4, width=320, height=160, num_cameras=2)
+    assert params['ground_camera_poses'] == [*rig.mount(0), *rig.mount(1)]
+    grid = (params['ground_resolution'], params['ground_x_max'], params['ground_y_min'])
+    assert grid == (BAG_GRID.resolution, 20.0, -10.0)
+    assert params['ground_pitch_sigma_deg'] == 0.0  # the drive's poses are exact
+    assert demo.ground_params(dataclasses.replace(drive, scene='palette')) == {}
+    scores = GridScores()
+    truth = np.array([[0, 100], [0, -1]], np.int8)
+    scores.add(truth.copy(), truth)
+    line = demo.ground_line({k: v for k, v in scores.summary().items()})
+    assert 'cell accuracy 1.000' in line and 'false-free rate 0.000' in line

@@ -33,6 +33,7 @@ ROSDEP_KEYS = {
     'diagnostic_msgs': 'diagnostic_msgs', 'rosgraph_msgs': 'rosgraph_msgs', 'lifecycle_msgs': 'lifecycle_msgs',
     'vision_msgs': 'vision_msgs', 'ament_index_python': 'ament_index_python', 'launch': 'launch',
     'launch_ros': 'launch_ros', 'builtin_interfaces': 'builtin_interfaces',
+    'nav_msgs': 'nav_msgs', 'tf2_ros': 'tf2_ros',  # the ground grid (tf2_ros optional)
 }
 PIP_REQUIREMENTS = {'onnxruntime': 'onnxruntime-gpu', 'onnx': 'onnx', 'google': 'onnx', 'rosbags': 'rosbags'}
 

@@ -24,7 +24,12 @@ def default_cameras():
 
 
 def displays(config):
-    return config['Visualization Manager']['Displays']
+    """The image displays (the ground grid's Map displays are checked on their own)."""
+    return [d for d in config['Visualization Manager']['Displays'] if d['Class'] != 'rviz_default_plugins/Map']
+
+
+def map_displays(config):
+    return [d for d in config['Visualization Manager']['Displays'] if d['Class'] == 'rviz_default_plugins/Map']
 
 
 def test_it_has_the_sections_rviz2_reads(config):
@@ -63,3 +68,13 @@ def test_display_names_are_unique_and_have_a_dock_entry(config):
 
 def test_setup_installs_the_rviz_config():
     assert "glob('rviz/*.rviz')" in (REPO / 'setup.py').read_text()
+
+
+def test_ground_grids_are_shown_in_the_fixed_frame_and_match_the_nodes_qos(config, default_cameras):
+    shown = {d['Topic']['Value'] for d in map_displays(config)}
+    expected = {'/seg_node/ground_grid', *(topics.segmentation_topic(c, 'ground_grid') for c in default_cameras)}
+    assert shown == expected
+    assert config['Visualization Manager']['Global Options']['Fixed Frame'] == 'base_footprint'
+    for display in map_displays(config):
+        # The node publishes volatile: a transient-local Map subscription would never match it.
+        assert display['Topic']['Durability Policy'] == 'Volatile'

@@ -49,7 +49,8 @@ def _label(args: argparse.Namespace) -> None:
     outputs = ('mask', 'color_mask', 'overlay') + (('confidence',) if args.confidence else ())
     options = LabelOptions(topics=tuple(args.topics), outputs=outputs, overlay_alpha=args.overlay_alpha,
                            batch=args.batch, providers=tuple(args.providers), model_sha256=args.model_sha256,
-                           force=args.force, storage=args.storage, probabilities_dir=args.probabilities)
+                           force=args.force, storage=args.storage, probabilities_dir=args.probabilities,
+                           ground_grid=args.ground_grid)
     result = label_bag(args.in_bag, args.out_bag, args.model, options)
     print(f'labelled {sum(result.frames.values())} frames on {result.provider} into {args.out_bag}')
     for topic, count in result.frames.items():
@@ -179,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--probabilities', type=Path, metavar='DIR',
                    help='also write per-pixel class probabilities, float32 [C,h,w], as DIR/<topic>/<time ns>.npy '
                         '(needs a model that outputs scores, not class ids)')
+    p.add_argument('--ground-grid', action='store_true',
+                   help='also write <ns>/segmentation/ground_grid (nav_msgs/OccupancyGrid) from the masks, with '
+                        'the poses on /tf_static and the camera_info of the bag (seg_bag synth writes both)')
     _common(p)
     p.set_defaults(run=_label)
 

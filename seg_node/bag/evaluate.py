@@ -25,6 +25,8 @@ from seg_node.bag.bagio import (
     open_bag,
     read,
 )
+from seg_node.bag.ground import score_grids
+from seg_node.ground.score import GridScores
 from seg_node.model.classes import CITYSCAPES, ClassTable
 from seg_node.model.labels import IGNORE_INDEX
 from seg_node.msg import topics
@@ -59,6 +61,7 @@ class EvalReport:
     classes: tuple[str, ...]
     cameras: dict[str, CameraEval]
     confusion: ConfusionMatrix
+    ground: GridScores | None = None  # ground grids against their truth, where the bag has both
 
     def latency(self) -> list[float]:
         """Every camera's latencies together (ms)."""
@@ -167,7 +170,9 @@ def evaluate_bag(bag: str | Path, *, truth_bag: str | Path | None = None) -> Eva
                 raise BagError(text) from None
     for ns, frames in truth.items():
         cameras[ns].missing = sorted(stamp for stamp, frame in frames if (ns, (stamp, frame)) not in seen)
-    return EvalReport(confusion.compute(), table.names, cameras, confusion)
+    with open_bag(bag) as reader, open_bag(truth_bag or bag) as truth_reader:
+        grid_scores = score_grids(reader, truth_reader)
+    return EvalReport(confusion.compute(), table.names, cameras, confusion, grid_scores)
 
 
 def _input_receipts(reader: Any, image_topics: Iterable[str]) -> dict[tuple[str, tuple[int, str]], int]:
@@ -212,4 +217,6 @@ def format_report(report: EvalReport) -> str:
             line += (f'; latency p50 {percentile(cam.latency_ms, 50):.1f} ms, '
                      f'p99 {percentile(cam.latency_ms, 99):.1f} ms (from {cam.latency_from})')
         lines.append(line)
+    if report.ground is not None:
+        lines.append(report.ground.text())
     return '\n'.join(lines)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from seg_node.bag import messages
+from seg_node.bag import ground, messages
 from seg_node.bag.bagio import (
     IMAGE_TYPES,
     BagError,
@@ -50,6 +50,7 @@ class LabelOptions:
     force: bool = False
     storage: str = 'sqlite3'
     probabilities_dir: Path | None = None  # also write per-pixel class probabilities (.npy) here
+    ground_grid: bool = False  # also write <ns>/segmentation/ground_grid (poses from /tf_static)
 
 
 @dataclass
@@ -96,6 +97,9 @@ def label_bag(in_bag: str | Path, out_bag: str | Path, model: str | Path,
         produced = {topics.segmentation_topic(c, name) for c in cameras for name in options.outputs}
         labeller = _Labeller(engine, set(options.outputs), options.overlay_alpha,
                              probabilities_dir=options.probabilities_dir)
+        if options.ground_grid:
+            labeller.grids = ground.BagGrids(reader, cameras, tuple(engine.spec.classes))
+            produced |= {topics.segmentation_topic(c, ground.GRID_TOPIC) for c in cameras}
         result = LabelResult(dict.fromkeys(cameras, 0), engine.provider)
         with BagWriter(out_bag, force=options.force, storage=options.storage) as out:
             write_labels(out, ClassTable(engine.spec.classes, engine.spec.palette), str(model), cameras,
@@ -156,6 +160,7 @@ class _Labeller:
         self.engine, self.outputs, self.alpha = engine, outputs, alpha
         self.lut = palette_lut(engine.spec.palette)
         self.probabilities_dir = Path(probabilities_dir) if probabilities_dir is not None else None
+        self.grids: ground.BagGrids | None = None
 
     def write(self, batch: list[_Pending], out: BagWriter, result: LabelResult) -> None:
         """Segment ``batch`` and write each frame's outputs with its input's header and log time."""
@@ -169,6 +174,10 @@ class _Labeller:
             for name, array in rendered.items():
                 out.write(topics.segmentation_topic(pending.topic, name),
                           messages.image(pending.header, array, topics.OUTPUT_ENCODINGS[name]), pending.timestamp)
+            if self.grids is not None:  # from the model's own mask, as the node does
+                cells = self.grids.cells(pending.topic, pending.header, segmentation.class_mask)
+                out.write(topics.segmentation_topic(pending.topic, ground.GRID_TOPIC),
+                          ground.occupancy_grid(pending.header, cells), pending.timestamp)
             result.frames[pending.topic] += 1
         if self.probabilities_dir is not None:
             self._write_probabilities(batch)

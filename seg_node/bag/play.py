@@ -25,6 +25,8 @@ from rosgraph_msgs.msg import Clock
 from tqdm import tqdm
 
 from seg_node.bag.bagio import BagError, BagWriter, connections_for, open_bag, prepare_output, read
+from seg_node.bag.ground import TF_MESSAGE
+from seg_node.bag.ground import TRUTH_TOPIC as GROUND_GRID_TRUTH
 from seg_node.msg import topics
 from seg_node.ros.harness import wait_for
 from seg_node.ros.spinning import BackgroundNode
@@ -190,8 +192,20 @@ class _Recorder:
 def _select(reader: Any, options: PlayOptions) -> list:
     if options.topics:
         return [c for t in options.topics for c in connections_for(reader, t)]
+    # Ground truth (masks and grids) only when asked for; /tf_static of a synthetic drive only where
+    # tf2_msgs is installed (it has no PyPI wheel), since nothing else needs it to replay a drive.
+    truth = {topics.GROUND_TRUTH, GROUND_GRID_TRUTH}
     return [c for c in reader.connections
-            if options.ground_truth or topics.output_name(c.topic) != topics.GROUND_TRUTH]
+            if (options.ground_truth or topics.output_name(c.topic) not in truth)
+            and (c.msgtype != TF_MESSAGE or _installed(c.msgtype, c.topic))]
+
+
+def _installed(msgtype: str, topic: str) -> bool:
+    try:
+        message_class(msgtype, topic)
+    except BagError:
+        return False
+    return True
 
 
 def play_bag(bag: str | Path, options: PlayOptions, *, node_name: str = 'seg_bag_player') -> PlayResult:

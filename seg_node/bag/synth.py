@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from seg_node.bag import messages
+from seg_node.bag import ground, messages
 from seg_node.bag.bagio import BagError, BagWriter
+from seg_node.ground.geometry import pose_from_mount
+from seg_node.model.classes import CITYSCAPES_CLASSES
 from seg_node.model.known_answer import palette_scene
 from seg_node.msg import topics
 from seg_node.synthetic import Drive
@@ -97,6 +99,11 @@ def write_drive(out: str | Path, options: SynthOptions, *, force: bool = False) 
                       num_cameras=options.cameras, fps=FPS)
     names = CAMERA_NAMES[:options.cameras]
     with BagWriter(out, force=force, storage=options.storage) as bag:
+        grids = None
+        if drive is not None:  # the drive knows its cameras' poses: /tf_static and ground-truth grids
+            mounts = {topics.camera_frame_id(name): drive.mount(camera) for camera, name in enumerate(names)}
+            bag.write('/tf_static', ground.tf_static(messages.header(START_NS, ground.BASE_FRAME), mounts), START_NS)
+            grids = ground.mapper_for(CITYSCAPES_CLASSES)
         for frame in tqdm(range(options.frames), desc='synth', unit='frame', disable=None):
             for camera, (name, view) in enumerate(zip(names, _views(options, frame, drive), strict=True)):
                 stamp = stamp_ns(frame, camera)
@@ -112,4 +119,11 @@ def write_drive(out: str | Path, options: SynthOptions, *, force: bool = False) 
                 bag.write(topics.camera_info_topic(topic), info, logged)
                 bag.write(topics.segmentation_topic(topic, topics.GROUND_TRUTH),
                           messages.image(head, view.label), logged)
+                if grids is not None:
+                    k = np.array([[view.focal, 0.0, view.cx], [0.0, view.focal, view.cy], [0.0, 0.0, 1.0]])
+                    lookup = grids.lookup(name, pose_from_mount(drive.mount(camera)), k, view.label.shape,
+                                          mask_size=view.label.shape)
+                    cells = grids.camera_grid(name, view.label, lookup, stamp).cells
+                    bag.write(topics.segmentation_topic(topic, ground.TRUTH_TOPIC),
+                              ground.occupancy_grid(head, cells), logged)
         return dict(bag.counts)

@@ -1,7 +1,8 @@
 """``seg_bag video``: a bag's segmentation as an MP4 (OpenCV's mp4v encoder) and a contact sheet PNG.
 
 Layouts: ``overlay`` puts every camera's overlay side by side; ``side-by-side`` gives each
-camera a row camera | overlay | color mask, with a class legend on the right. Composite frame
+camera a row camera | overlay | color mask (| ground grid, where the bag has every camera's),
+with a class legend on the right. Composite frame
 k shows each camera's k-th overlay, so cameras with per-camera stamp offsets line up.
 """
 
@@ -18,6 +19,8 @@ from tqdm import tqdm
 
 from seg_node.bag.bagio import BagError, camera_image_topics, frame_key, open_bag, prepare_file, read
 from seg_node.bag.evaluate import class_table, mask_of
+from seg_node.bag.ground import GRID_TOPIC, OCCUPANCY_GRID, grid_cells
+from seg_node.ground.grid import grid_picture
 from seg_node.model.classes import ClassTable
 from seg_node.msg import topics
 from seg_node.msg.image import ImageConversionError, message_to_rgb
@@ -53,8 +56,16 @@ class VideoResult:
     classes_shown: tuple[str, ...]
 
 
-def _parts(layout: str) -> tuple[str, ...]:
-    return ('overlay',) if layout == 'overlay' else ('image', 'overlay', 'color_mask')
+def _parts(layout: str, grid: bool = False) -> tuple[str, ...]:
+    """The tiles of one camera; side by side, with its ground grid last where every camera has one."""
+    if layout == 'overlay':
+        return ('overlay',)
+    return ('image', 'overlay', 'color_mask', *((GRID_TOPIC,) if grid else ()))
+
+
+def _has_grids(reader: Any, cameras: list[str], layout: str) -> bool:
+    names = {c.topic for c in reader.connections if c.msgtype == OCCUPANCY_GRID}
+    return layout == 'side-by-side' and all(topics.output_topic(ns, GRID_TOPIC) in names for ns in cameras)
 
 
 def _plan(reader: Any, options: VideoOptions) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -71,7 +82,7 @@ def _plan(reader: Any, options: VideoOptions) -> tuple[list[str], dict[str, dict
         if ns not in overlays:
             msg = f'the bag has no overlay topic for camera {ns} (it has {", ".join(overlays)})'
             raise BagError(msg)
-        parts = {name: topics.output_topic(ns, name) for name in ('overlay', 'color_mask', 'mask')}
+        parts = {name: topics.output_topic(ns, name) for name in ('overlay', 'color_mask', 'mask', GRID_TOPIC)}
         if ns in inputs:
             parts['image'] = inputs[ns]
         for part in _parts(options.layout):
@@ -84,13 +95,13 @@ def _plan(reader: Any, options: VideoOptions) -> tuple[list[str], dict[str, dict
 
 
 def _timeline(reader: Any, cameras: list[str], plan: dict,
-              layout: str) -> tuple[dict, list[int], set[int], float]:
+              shown: tuple[str, ...]) -> tuple[dict, list[int], set[int], float]:
     """Composite slot of every (camera, frame), the parts expected per slot, class ids seen, frame rate.
 
     A camera's frame goes to slot round((stamp - camera's first stamp) / period), so a frame
     the node dropped leaves its overlay black instead of shifting the camera's later frames.
     """
-    part_of = {plan[ns][part]: (ns, part) for ns in cameras for part in _parts(layout)}
+    part_of = {plan[ns][part]: (ns, part) for ns in cameras for part in shown}
     mask_topics = {plan[ns]['mask'] for ns in cameras}
     parts: dict[tuple[str, tuple[int, str]], set[str]] = {}
     present = np.zeros(256, bool)
@@ -145,8 +156,9 @@ class _Composer:
     """Builds composite frames from decoded parts; missing parts are drawn black."""
 
     def __init__(self, cameras: list[str], layout: str, size: tuple[int, int],
-                 panel: np.ndarray | None) -> None:
+                 panel: np.ndarray | None, grid: bool = False) -> None:
         self.cameras, self.layout, self.size, self.panel = cameras, layout, size, panel
+        self.parts = _parts(layout, grid)
 
     def compose(self, parts: list[dict[str, np.ndarray]]) -> np.ndarray:
         """One composite (RGB) from each camera's decoded parts."""
@@ -154,7 +166,7 @@ class _Composer:
         rows = []
         for ns, found in zip(self.cameras, parts, strict=True):
             tiles = []
-            for part in _parts(self.layout):
+            for part in self.parts:
                 tile = found.get(part)
                 if tile is None:
                     tile = np.zeros((height, width, 3), np.uint8)
@@ -186,7 +198,8 @@ def write_video(bag: str | Path, out: str | Path, options: VideoOptions) -> Vide
     prepare_file(sheet, force=options.force)
     with open_bag(bag) as reader:
         cameras, plan = _plan(reader, options)
-        slots, expected, present, fps = _timeline(reader, cameras, plan, options.layout)
+        grid = _has_grids(reader, cameras, options.layout)
+        slots, expected, present, fps = _timeline(reader, cameras, plan, _parts(options.layout, grid))
         frames = len(expected)
         fps = options.fps or fps
         table = class_table(reader)
@@ -197,7 +210,7 @@ def write_video(bag: str | Path, out: str | Path, options: VideoOptions) -> Vide
         shown = sorted(present) if present else list(range(len(table.names)))
         tile_rows = 1 if options.layout == 'overlay' else len(cameras)
         panel = legend(table, shown, size[1] * tile_rows) if options.layout == 'side-by-side' else None
-        composer = _Composer(cameras, options.layout, size, panel)
+        composer = _Composer(cameras, options.layout, size, panel, grid)
         picks = np.linspace(0, frames - 1, min(options.sheet_frames, frames)).round().astype(int)
         composites = _stream(reader, cameras, plan, slots=slots, expected=expected, composer=composer,
                              out=out, fps=fps, sheet_picks=set(picks.tolist()))
@@ -222,7 +235,7 @@ def _tile_size(reader: Any, overlay_topic: str) -> tuple[int, int]:
 def _stream(reader: Any, cameras: list[str], plan: dict, *, slots: dict, expected: list[int],
             composer: _Composer, out: Path, fps: float, sheet_picks: set[int]) -> dict[int, np.ndarray]:
     """Decode parts in log order and emit composite k once every part of it has arrived."""
-    topic_part = {plan[ns][part]: (ns, part) for ns in cameras for part in _parts(composer.layout)}
+    topic_part = {plan[ns][part]: (ns, part) for ns in cameras for part in composer.parts}
     frames = len(expected)
     pending: dict[int, dict[tuple[str, str], np.ndarray]] = {}
     writer = None
@@ -254,6 +267,10 @@ def _stream(reader: Any, cameras: list[str], plan: dict, *, slots: dict, expecte
             k = slots.get((ns, frame_key(msg.header)))
             if k is None or k < emitted:
                 continue  # arrived after its composite was drawn (recorded out of order)
+            if part == GRID_TOPIC:
+                pending.setdefault(k, {})[ns, part] = grid_tile(grid_cells(msg), composer.size)
+                emit_ready(final=False)
+                continue
             try:
                 pending.setdefault(k, {})[ns, part] = message_to_rgb(msg).copy()
             except ImageConversionError as err:
@@ -266,6 +283,18 @@ def _stream(reader: Any, cameras: list[str], plan: dict, *, slots: dict, expecte
         if writer is not None:
             writer.release()
     return sheet
+
+
+def grid_tile(cells: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A ground grid seen from above (forward up), centred on a white tile of ``size`` (width, height)."""
+    width, height = size
+    picture = grid_picture(cells, cell_px=1)
+    scale = min(width / picture.shape[1], height / picture.shape[0])
+    w, h = max(1, int(picture.shape[1] * scale)), max(1, int(picture.shape[0] * scale))
+    tile = np.full((height, width, 3), 255, np.uint8)
+    x, y = (width - w) // 2, (height - h) // 2
+    tile[y:y + h, x:x + w] = cv2.resize(picture, (w, h), interpolation=cv2.INTER_NEAREST)
+    return tile
 
 
 def _title_band(lines: Sequence[str], width: int) -> np.ndarray:

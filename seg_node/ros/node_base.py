@@ -25,10 +25,12 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from seg_node.errors import one_line
+from seg_node.ground.geometry import GeometryError
 from seg_node.msg.topics import is_compressed
 from seg_node.ros.camera import CameraIO, labels_message, qos
 from seg_node.ros.dds_profile import missing_profile_warning, share_profile
 from seg_node.ros.diagnostics import Limits, camera_status, engine_status
+from seg_node.ros.ground import NAV_MSGS_MISSING, GroundOutputs, OccupancyGrid
 from seg_node.ros.model_switch import ModelSwitch
 from seg_node.ros.parameters import (
     MODEL_PARAMS,
@@ -104,6 +106,7 @@ class SegmentationCore(Node):
         self.settings: NodeSettings | None = None  # None while unconfigured
         self.supervisor: EngineSupervisor | None = None
         self.cameras: dict[str, CameraIO] = {}
+        self.ground: GroundOutputs | None = None
         self.pipeline: FramePipeline | None = None
         self._worker: InferenceWorker | None = None
         self._diagnostics = self._diagnostics_timer = None
@@ -144,6 +147,7 @@ class SegmentationCore(Node):
         self._log_model(model)
         self._create_cameras(settings, labels_message(model.engine.spec, model.path))
         self._start_worker()
+        self.ground = self._create_ground(settings, tuple(model.engine.spec.classes))
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diagnostics_timer = self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics)
 
@@ -158,6 +162,22 @@ class SegmentationCore(Node):
         taken = 'serialized CDR' if serialized else 'rclpy messages'
         sent = 'serialized CDR (rcl_publish_serialized_message, GIL released)' if fast else 'rclpy messages'
         self.get_logger().info(f'data path: {taken} in, {sent} out')
+
+    def _create_ground(self, settings: NodeSettings, classes: tuple[str, ...]) -> GroundOutputs | None:
+        """The ground grid outputs when ``ground_grid`` is set (and nav_msgs installed)."""
+        if settings.ground is None:
+            return None
+        if OccupancyGrid is None:
+            self.get_logger().warning(NAV_MSGS_MISSING)
+            return None
+        try:
+            ground = GroundOutputs(self, settings.ground, classes, settings.image_topics,
+                                   qos(settings.output_reliability, settings.output_depth))
+        except GeometryError as err:
+            self.stop()
+            raise StartupError(str(err)) from None
+        self.pipeline.ground = ground
+        return ground
 
     def _start_worker(self) -> None:
         slots = LatestFrameSlots()
@@ -198,6 +218,9 @@ class SegmentationCore(Node):
         for camera in self.cameras.values():
             camera.destroy()
         self.cameras = {}
+        if self.ground is not None:
+            self.ground.destroy()
+            self.ground = None
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
         if self._diagnostics is not None:
@@ -239,6 +262,8 @@ class SegmentationCore(Node):
                       for topic, camera in self.cameras.items()]
         stage_ms = {stage: list(samples) for stage, samples in self.pipeline.stage_ms.items()}
         msg.status.append(engine_status(self.supervisor.health(), stage_ms))
+        if self.ground is not None:
+            msg.status.append(self.ground.status({t: c.namespace or t for t, c in self.cameras.items()}))
         return msg
 
     # -- runtime parameters -------------------------------------------------------------------
@@ -285,6 +310,8 @@ class SegmentationCore(Node):
             for camera in self.cameras.values():
                 camera.want_camera_info(settings.mask_resolution == MASK_AT_MODEL)
         self.supervisor.fallback_after = settings.cpu_fallback_after
+        if self.ground is not None and settings.ground is not None:
+            self.ground.apply(settings.ground)
 
     # -- switching the model at runtime -------------------------------------------------------
 

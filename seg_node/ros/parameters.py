@@ -115,6 +115,45 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('cpu_fallback_after', 'int', 0,
               'Rebuild the model on the CPU provider after this many consecutive failed engine '
               'calls (0: never).', int_range=(0, 1000), read_only=False),
+    # The ground grid (README, "Ground grid"): nav_msgs/OccupancyGrid per camera and fused.
+    ParamSpec('ground_grid', 'bool', False,
+              'Publish <camera ns>/segmentation/ground_grid and ~/ground_grid (nav_msgs/OccupancyGrid) '
+              'while somebody subscribes.'),
+    ParamSpec('ground_frame', 'string', 'base_footprint',
+              'Frame of the ground grid: its z = 0 plane is the flat ground.'),
+    ParamSpec('ground_resolution', 'double', 0.1, 'Ground grid cell size in metres.',
+              float_range=(0.01, 5.0)),
+    ParamSpec('ground_x_min', 'double', 0.0, 'Ground grid extent: least x (forward) in metres.',
+              float_range=(-500.0, 500.0)),
+    ParamSpec('ground_x_max', 'double', 20.0, 'Ground grid extent: greatest x in metres.',
+              float_range=(-500.0, 500.0)),
+    ParamSpec('ground_y_min', 'double', -10.0, 'Ground grid extent: least y (left) in metres.',
+              float_range=(-500.0, 500.0)),
+    ParamSpec('ground_y_max', 'double', 10.0, 'Ground grid extent: greatest y in metres.',
+              float_range=(-500.0, 500.0)),
+    ParamSpec('ground_max_range', 'double', 20.0,
+              'Farthest ground distance from a camera the grid may claim; the flat-ground limits '
+              '(row size, pitch_sigma) can make it shorter.', float_range=(0.1, 1000.0)),
+    ParamSpec('ground_pitch_sigma_deg', 'double', 1.0,
+              'Assumed camera pitch uncertainty; the grid stops where it moves a point by a cell (0: ignore).',
+              float_range=(0.0, 45.0)),
+    ParamSpec('ground_drivable_classes', 'string_array', None,
+              'Classes that are drivable ground (unset: road).'),
+    ParamSpec('ground_obstacle_classes', 'string_array', None,
+              'Classes whose ground contact is an obstacle (unset: the Cityscapes things, '
+              'poles, walls, fences, buildings, signs, lights and vegetation that the model has).'),
+    ParamSpec('ground_ignore_classes', 'string_array', None,
+              'Classes that are neither (unset: sky); classes in no list count as unknown ground.'),
+    ParamSpec('ground_camera_poses', 'double_array', None,
+              'Camera poses in ground_frame, 6 values per camera in image_topics order: x y z (m), '
+              'roll pitch yaw (rad) of the camera body (x forward, y left, z up; positive pitch '
+              'looks down); the optical frame follows per REP-103. Unset: tf2.', read_only=False),
+    ParamSpec('ground_rectified', 'bool', False,
+              'The image topics are rectified (image_rect): project with CameraInfo P and ignore D. '
+              'Otherwise a non-zero D stops the grid of that camera.'),
+    ParamSpec('ground_fusion_max_age_s', 'double', 0.1,
+              'The fused grid takes each camera\'s latest grid within this age of the newest one.',
+              float_range=(0.0, 10.0), read_only=False),
 )
 OUTPUT_PARAMS = {'mask': 'publish_mask', 'color_mask': 'publish_color_mask',
                  'overlay': 'publish_overlay', 'confidence': 'publish_confidence'}
@@ -147,10 +186,77 @@ class NodeSettings:
     drop_warn_fraction: float
     cpu_fallback_after: int
     raw: Mapping[str, object] = field(default_factory=dict)
+    ground: GroundSettings | None = None  # None: no ground grid
 
     def model_key(self) -> tuple:
         """The values of every parameter that shapes the engine, comparable with ``==``."""
         return model_key(self.raw)
+
+
+@dataclass(frozen=True)
+class GroundSettings:
+    """Validated ground grid parameters (class names are checked against the model at start-up)."""
+
+    frame_id: str
+    resolution: float
+    x_min: float
+    x_max: float
+    y_min: float
+    y_max: float
+    max_range: float
+    pitch_sigma_deg: float
+    drivable: tuple[str, ...]
+    obstacle: tuple[str, ...]
+    ignore: tuple[str, ...]
+    poses: tuple[tuple[float, ...], ...]  # one (x, y, z, roll, pitch, yaw) per camera; empty: tf2
+    fusion_max_age_s: float
+    rectified: bool = False
+
+
+# The most cells a ground grid may have (2000 x 2000): a bigger one is a unit mistake.
+MAX_GROUND_CELLS = 4_000_000
+
+
+def ground_settings(values: Mapping[str, object], cameras: int) -> GroundSettings | None:
+    """The ground grid settings of ``values``, None when the grid is off; raise SettingsError."""
+    if not values.get('ground_grid'):
+        return None
+    g = {name: float(values[name]) for name in ('ground_resolution', 'ground_x_min', 'ground_x_max',
+                                                'ground_y_min', 'ground_y_max')}
+    if g['ground_x_max'] <= g['ground_x_min'] or g['ground_y_max'] <= g['ground_y_min']:
+        msg = (f'the ground grid extent is empty: ground_x_max must exceed ground_x_min and ground_y_max '
+               f'ground_y_min; got x {g["ground_x_min"]}..{g["ground_x_max"]}, y {g["ground_y_min"]}..'
+               f'{g["ground_y_max"]}')
+        raise SettingsError(msg)
+    cells = ((g['ground_x_max'] - g['ground_x_min']) / g['ground_resolution']
+             * (g['ground_y_max'] - g['ground_y_min']) / g['ground_resolution'])
+    if cells > MAX_GROUND_CELLS:
+        msg = (f'the ground grid would have {cells:.0f} cells (more than {MAX_GROUND_CELLS}); '
+               'raise ground_resolution or shrink its extent')
+        raise SettingsError(msg)
+    frame = str(values.get('ground_frame') or '')
+    if not frame or frame.strip() != frame:
+        msg = f'ground_frame must name a frame; got {frame!r}'
+        raise SettingsError(msg)
+    flat = [float(v) for v in values.get('ground_camera_poses') or ()]
+    if flat and len(flat) != 6 * cameras:
+        msg = (f'ground_camera_poses needs 6 values (x y z roll pitch yaw) for each of the {cameras} '
+               f'image topics, {6 * cameras} in all; got {len(flat)}')
+        raise SettingsError(msg)
+    poses = tuple(tuple(flat[i:i + 6]) for i in range(0, len(flat), 6))
+    for index, pose in enumerate(poses):
+        if pose[2] <= 0:
+            msg = f'ground_camera_poses puts camera {index} at z = {pose[2]} m; it must be above the ground (z > 0)'
+            raise SettingsError(msg)
+    return GroundSettings(
+        frame_id=frame, resolution=g['ground_resolution'], x_min=g['ground_x_min'], x_max=g['ground_x_max'],
+        y_min=g['ground_y_min'], y_max=g['ground_y_max'], max_range=float(values['ground_max_range']),
+        pitch_sigma_deg=float(values['ground_pitch_sigma_deg']),
+        drivable=tuple(values.get('ground_drivable_classes') or ()),
+        obstacle=tuple(values.get('ground_obstacle_classes') or ()),
+        ignore=tuple(values.get('ground_ignore_classes') or ()),
+        poses=poses, fusion_max_age_s=float(values['ground_fusion_max_age_s']),
+        rectified=bool(values.get('ground_rectified')))
 
 
 def _palette(flat: Sequence[int] | None) -> list[list[int]] | None:
@@ -239,6 +345,7 @@ def settings_from_values(values: Mapping[str, object]) -> NodeSettings:
         silence_timeout_s=float(values['silence_timeout_s']),
         drop_warn_fraction=float(values['drop_warn_fraction']),
         cpu_fallback_after=int(values['cpu_fallback_after']), raw=dict(values),
+        ground=ground_settings(values, len(topics)),
     )
 
 

@@ -20,6 +20,7 @@ from seg_node.msg import topics
 from seg_node.msg.cdr import CdrError
 from seg_node.msg.image import ImageConversionError, message_to_rgb
 from seg_node.ros.camera import CameraIO
+from seg_node.ros.ground import GROUND_GRID, GroundOutputs
 from seg_node.ros.parameters import NodeSettings
 from seg_node.ros.transport import take_frame
 from seg_node.runtime.frame_slots import LatestFrameSlots, PendingFrame
@@ -29,7 +30,8 @@ from seg_node.runtime.supervisor import EngineSupervisor, InferenceError
 STAGES = ('convert', 'preprocess', 'inference', 'render', 'publish')
 # Every frame's mask (and confidence) is published before any colour mask or overlay: planning
 # reads the mask, whose latency then does not include rendering and sending the pictures.
-OUTPUT_PASSES = (frozenset({'mask', 'confidence'}), topics.VISUALIZATION_OUTPUTS)
+# The ground grid is made from the same mask, in the first pass.
+OUTPUT_PASSES = (frozenset({'mask', 'confidence', GROUND_GRID}), topics.VISUALIZATION_OUTPUTS)
 
 
 @dataclass
@@ -58,6 +60,7 @@ class FramePipeline:
         self._logger = logger
         self._running = running  # False once ROS shuts down: a failed publish then is expected
         self.stage_ms = {stage: deque(maxlen=600) for stage in STAGES}
+        self.ground: GroundOutputs | None = None  # set by the node when the ground grid is on
 
     @property
     def running(self) -> bool:
@@ -76,6 +79,8 @@ class FramePipeline:
         camera = self.cameras[frame.camera]
         period_s = 1.0 / settings.visualization_max_rate_hz if settings.visualization_max_rate_hz else 0.0
         outputs = camera.due(camera.wanted(settings.outputs), period_s)
+        if self.ground is not None and self.ground.wanted(frame.camera):
+            outputs.add(GROUND_GRID)
         if not outputs:
             camera.stats.count('skipped')
             return None
@@ -144,6 +149,9 @@ class FramePipeline:
                                   buffer=job.camera.buffers(job.header))
         t1 = time.perf_counter()
         job.camera.publish(rendered, job.header)
+        if GROUND_GRID in outputs and self.ground is not None:
+            # From the model's own mask: an input-size mask is its nearest upsampling (same grid).
+            self.ground.publish(job.camera.topic, result.class_mask, job.rgb.shape[:2], job.header)
         job.render_ms += (t1 - t0) * 1e3
         job.publish_ms += (time.perf_counter() - t1) * 1e3
 

@@ -67,6 +67,20 @@ class Drive:
         return PinholeCamera(f=f, cx=self.width / 2, cy=self.height * lay.horizon, x=lay.ego_x + 0.8 * side,
                              height=lay.cam_height - (0.3 if camera else 0.0), z=ego_z + fwd, yaw=yaw)
 
+    def mount(self, camera: int) -> tuple[float, float, float, float, float, float]:
+        """Camera ``camera`` in the ego vehicle's base frame (x forward, y left, z up; REP-103).
+
+        (x, y, z, roll, pitch, yaw) of its body, as ``ground_camera_poses`` takes it: the rig's
+        cameras look level (pitch 0), and a world yaw to the right is a negative base yaw.
+        """
+        cam, lay = self.camera(0, camera), self.layout
+        return (cam.z - lay.ego_z0, -(cam.x - lay.ego_x), cam.height, 0.0, 0.0, -cam.yaw)
+
+    def intrinsics(self, camera: int) -> tuple[float, float, float]:
+        """(f, cx, cy) in pixels of camera ``camera`` (the same for every frame)."""
+        cam = self.camera(0, camera)
+        return cam.f, cam.cx, cam.cy
+
     def frame(self, t: int, camera: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Render frame ``t`` of camera ``camera``: (RGB uint8 HxWx3, train ids uint8 HxW)."""
         if not 0 <= camera < self.num_cameras:
