@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / 'seg_node'
 ROS = {'rclpy', 'rcl_interfaces', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'vision_msgs',
        'rosgraph_msgs', 'lifecycle_msgs', 'builtin_interfaces'}
 TORCH = {'torch', 'torchvision'}
-ROS_FREE = ('model', 'runtime', 'msg', 'synthetic')
+ROS_FREE = ('model', 'runtime', 'msg', 'synthetic', 'viewer')
 # What each layer may import from the package; anything else is an upward (or sideways) dependency.
 ALLOWED = {
     'errors': set(),
@@ -25,7 +25,9 @@ ALLOWED = {
     'msg': {'errors', 'privacy', 'model'},
     'runtime': {'errors', 'privacy', 'model'},
     'synthetic': {'errors', 'privacy', 'model'},
-    'ros': {'errors', 'privacy', 'model', 'msg', 'runtime'},
+    # The Foxglove live view: ROS-free, fed by the node (foxglove-sdk is an optional extra).
+    'viewer': {'errors', 'privacy', 'model', 'msg', 'runtime'},
+    'ros': {'errors', 'privacy', 'model', 'msg', 'runtime', 'viewer'},
     'bag': {'errors', 'privacy', 'model', 'msg', 'runtime', 'synthetic', 'ros'},
     'training': {'errors', 'privacy', 'model', 'msg', 'runtime', 'synthetic'},
     # Fleet labelling on Ray: the bag tools on many machines; Ray workers never import ROS.
