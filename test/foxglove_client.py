@@ -102,6 +102,5 @@ class FoxgloveClient:
         """Vanish without a closing handshake, as a laptop leaving the Wi-Fi does."""
         with contextlib.suppress(OSError):
             self.ws.socket.shutdown(socket.SHUT_RDWR)
-        self.ws.socket.close()
-        self._reader.join(5)
+        self.ws.socket.close()  # the reader thread (a daemon) ends when websockets notices
 
