@@ -203,11 +203,12 @@ def test_viewers_that_vanish_neither_stop_the_ros_outputs_nor_grow_the_node(live
     rgb, _ = palette_scene(seed=5, height=180, width=240)
     stop = threading.Event()
 
+    sent = []
+
     def camera():  # 15 Hz on the front camera, throughout
-        stamp = 1000
         while not stop.is_set():
-            peer.pubs[FRONT].publish(frame(FRONT, rgb, (stamp, 0), 'front'))
-            stamp += 1
+            peer.pubs[FRONT].publish(frame(FRONT, rgb, (1000 + len(sent), 0), 'front'))
+            sent.append(time.monotonic())
             time.sleep(1 / 15)
     publisher = threading.Thread(target=camera, daemon=True)
     publisher.start()
@@ -223,17 +224,17 @@ def test_viewers_that_vanish_neither_stop_the_ros_outputs_nor_grow_the_node(live
     try:
         for _ in range(8):  # warm-up: allocator pools and the server's per-client state reach their size
             visit()
-        rss_before, masks_before = rss_kb(process.proc.pid), len(peer.masks[FRONT])
+        rss_before, masks_before, sent_before = rss_kb(process.proc.pid), len(peer.masks[FRONT]), len(sent)
         served = [visit() for _ in range(25)]
-        time.sleep(0.5)
-        rss_after, masks_after = rss_kb(process.proc.pid), len(peer.masks[FRONT])
+        rss_after, masks_after, sent_after = rss_kb(process.proc.pid), len(peer.masks[FRONT]), len(sent)
     finally:
         stop.set()
         publisher.join(2)
     assert process.proc.poll() is None, process.output[-3000:]
     assert sum(1 for n in served if n) >= 20, served  # the viewers were really served
-    assert masks_after - masks_before >= 25, (masks_before, masks_after)  # ROS outputs went on
-    assert rss_after - rss_before < 20_000, f'RSS grew by {rss_after - rss_before} kB over 25 viewers'
+    # The ROS outputs kept up with the camera (the tiny model runs far faster than 15 Hz).
+    assert masks_after - masks_before >= 0.6 * (sent_after - sent_before), (masks_before, masks_after, sent_after)
+    assert rss_after - rss_before < 8_000, f'RSS grew by {rss_after - rss_before} kB over 25 viewers'
     assert 'Traceback' not in process.output
 
 
