@@ -161,6 +161,12 @@ class LiveView:
         """What a viewer opens: ``ws://host:port``."""
         return f'ws://{self.host}:{self.port}'
 
+    def topics(self) -> set[str]:
+        """Every topic the live view advertises (grids appear once offered)."""
+        channels = [c for cams in self.images.values() for c in cams.values()]
+        channels += [*self._labels.values(), self._statistics, *self._grids.values()]
+        return {channel.topic() for channel in channels}
+
     # -- called by the node -------------------------------------------------------------------
 
     def wanted(self, camera_topic: str) -> set[str]:
