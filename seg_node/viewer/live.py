@@ -114,8 +114,9 @@ class LiveView:
         if problem:
             raise LiveViewError(problem)
         try:
-            import foxglove  # noqa: PLC0415 - an optional extra
             from foxglove.channels import CompressedImageChannel  # noqa: PLC0415
+
+            import foxglove  # noqa: PLC0415 - an optional extra
         except ImportError:
             msg = f'foxglove_port is set but foxglove-sdk is not installed: {INSTALL_HINT}'
             raise FoxgloveMissingError(msg) from None
