@@ -43,9 +43,10 @@ def dds_report(runs: dict[str, list[dict]], case: Case) -> list[str]:
         rows = runs[impl]
         viewer = '- | -'
         if rows[0].get('viewer'):
-            per_s = [sum(c['messages'] for c in r['viewer']['channels'].values()) / r['viewer']['seconds']
+            # Per second of playback: the viewer is connected longer, but pictures flow only then.
+            per_s = [sum(c['messages'] for c in r['viewer']['channels'].values()) / r['viewer']['send_seconds']
                      for r in rows]
-            kb_s = [sum(c['bytes'] for c in r['viewer']['channels'].values()) / r['viewer']['seconds'] / 1e3
+            kb_s = [sum(c['bytes'] for c in r['viewer']['channels'].values()) / r['viewer']['send_seconds'] / 1e3
                     for r in rows]
             viewer = f'{statistics.median(per_s):.0f} | {statistics.median(kb_s):.0f}'
         lines.append(

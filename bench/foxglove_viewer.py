@@ -1,12 +1,14 @@
 """One Foxglove viewer for the benchmark: subscribes to every picture the live view offers and counts them.
 
 Speaks ``foxglove.sdk.v1`` over ``websockets`` (as Foxglove or Lichtblick would), decodes nothing,
-and reports messages, bytes and the arrival rate per channel on its RESULT line.
+and reports messages and bytes per channel on its RESULT line when interrupted (SIGINT) or after
+``--seconds``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import struct
 import time
@@ -21,11 +23,12 @@ PICTURES = 'foxglove.CompressedImage'
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument('--url', required=True)
-    parser.add_argument('--seconds', type=float, default=10.0)
+    parser.add_argument('--seconds', type=float, default=600.0, help='stop after this long (or on SIGINT)')
     args = parser.parse_args()
     topics: dict[int, str] = {}
     counts: dict[str, list[int]] = {}  # topic -> [messages, bytes]
-    with connect(args.url, subprotocols=['foxglove.sdk.v1'], max_size=None) as ws:
+    with connect(args.url, subprotocols=['foxglove.sdk.v1'], max_size=None) as ws, \
+            contextlib.suppress(KeyboardInterrupt):
         end = time.monotonic() + args.seconds
         ready = False
         while time.monotonic() < end:
@@ -53,7 +56,7 @@ def main() -> None:
             if not ready:
                 print(f'VIEWER READY ({len(subscriptions)} channels)', flush=True)
                 ready = True
-    emit({'seconds': args.seconds, 'channels': {t: {'messages': n, 'bytes': b} for t, (n, b) in counts.items()}})
+    emit({'channels': {t: {'messages': n, 'bytes': b} for t, (n, b) in counts.items()}})
 
 
 if __name__ == '__main__':

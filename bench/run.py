@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import signal
 import sys
 import threading
 import time
@@ -125,8 +126,7 @@ def run_case(impl: str, case: Case, model: Path, domain: int) -> dict:
         node.wait_for_line('segmenting', 60)
         if impl in WITH_VIEWER:
             url = re.search(r'Foxglove live view on (ws://\S+)', node.output).group(1)
-            viewer = ChildProcess([sys.executable, '-m', 'bench.foxglove_viewer', '--url', url,
-                                   '--seconds', str(case.seconds + 12)], env=env, cwd=REPO)
+            viewer = ChildProcess([sys.executable, '-m', 'bench.foxglove_viewer', '--url', url], env=env, cwd=REPO)
             processes.append(viewer)
             viewer.wait_for_line('VIEWER READY', 30)
         sampler = ProcSampler(node.proc.pid)
@@ -141,13 +141,15 @@ def run_case(impl: str, case: Case, model: Path, domain: int) -> dict:
         sent = playback.result(case.seconds + 60)
         seen = monitor.result(case.seconds + 60)
         sampler.stop()
-        watched = viewer.result(case.seconds + 60) if viewer is not None else None
+        if viewer is not None:  # watching until every output of the run was seen
+            viewer.proc.send_signal(signal.SIGINT)
+        watched = viewer.result(30) if viewer is not None else None
     finally:
         for process in processes:
             process.stop(timeout=5)
     result = summarize(impl, case, sent, seen, sampler)
     if watched is not None:
-        result['viewer'] = watched
+        result['viewer'] = watched | {'send_seconds': sent['send_seconds']}
     return result
 
 
