@@ -95,7 +95,8 @@ def test_a_subscriber_gets_the_pictures_with_their_stamps_and_the_labels(view):
 def test_a_grid_offered_through_the_hook_arrives_as_a_foxglove_grid(view):
     topic = '/seg_node/ground_grid'
     cells = np.array([[-1, 0, 100], [50, -1, 7]], np.int8)
-    view.offer_grid(topic, cells, **GRID)  # advertises the channel
+    view.declare_grid(topic)
+    assert topic in view.topics()
     client = FoxgloveClient(view.url)
     try:
         client.subscribe(topic)

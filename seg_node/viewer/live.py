@@ -220,10 +220,7 @@ class LiveView:
         if cells.ndim != 2 or cells.dtype != np.int8:
             msg = f'a ground grid must be a 2-D int8 array; got {cells.dtype} {cells.shape}'
             raise ValueError(msg)
-        channel = self._grids.get(topic)
-        if channel is None:
-            from foxglove.channels import GridChannel  # noqa: PLC0415 - optional extra, imported in __init__
-            channel = self._grids[topic] = GridChannel(topic, context=self._context)
+        channel = self.declare_grid(topic)
         if not channel.has_sinks():
             self.counts['skipped'] += 1
             return
@@ -239,6 +236,14 @@ class LiveView:
         self._queue(_Pending(channel, 'grid', grid, stamp, frame_id))
         with self._lock:
             self._lock.notify()
+
+    def declare_grid(self, topic: str) -> Any:
+        """Advertise a ``foxglove.Grid`` channel before its first grid (viewers can subscribe at once); returns it."""
+        channel = self._grids.get(topic)
+        if channel is None:
+            from foxglove.channels import GridChannel  # noqa: PLC0415 - optional extra, imported in __init__
+            channel = self._grids[topic] = GridChannel(topic, context=self._context)
+        return channel
 
     def close(self) -> None:
         """Stop the encoder thread and the server (idempotent)."""
