@@ -11,7 +11,7 @@ ISOLATED := scripts/isolated.sh
 setup: $(VENV)/.node-installed
 $(VENV)/.node-installed: setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --disable-pip-version-check -e '.[pypi,test]'
+	$(PIP) install -q --disable-pip-version-check -e '.[pypi,test,foxglove]'
 	touch $@
 
 # Adds torch/torchvision (installed from the local wheel cache on this machine kind).

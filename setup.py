@@ -38,6 +38,7 @@ setup(
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
         ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.xml')),
         ('share/' + package_name + '/rviz', glob('rviz/*.rviz')),
+        ('share/' + package_name + '/foxglove', glob('foxglove/*.json')),
         ('share/' + package_name + '/models', glob('models/*.md') + glob('models/*.json')),
     ],
     install_requires=['setuptools'],
@@ -45,7 +46,12 @@ setup(
         'pypi': PYPI_RUNTIME,
         # colcon builds the package in a throwaway workspace in the tests, as a ROS user would.
         'test': ['pytest==9.2.0', 'pytest-timeout==2.4.0', 'hypothesis==6.170.15', 'ruff==0.17.6',
-                 'colcon-common-extensions==0.3.0', 'colcon-ros==0.5.0', 'ros-ament-package==0.17.2'],
+                 'colcon-common-extensions==0.3.0', 'colcon-ros==0.5.0', 'ros-ament-package==0.17.2',
+                 # A third-party Foxglove WebSocket client and Foxglove's own MCAP readers (test peers).
+                 'websockets==17.4; python_version >= "3.11"', 'websockets==16.1.1; python_version < "3.11"',
+                 'mcap==1.6.0', 'mcap-ros2-support==0.6.0'],
+        # The Foxglove live view in the node (foxglove_port; README, "Foxglove").
+        'foxglove': ['foxglove-sdk==0.30.3'],
         'train': ['torch==2.14.1', 'torchvision==0.29.1'],
         # seg_bag fleet: label and evaluate many bags on a Ray cluster (README, "Fleet labelling").
         'fleet': ['ray[data]==2.60.0'],

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import signal
 import sys
 import threading
 import time
@@ -93,7 +94,12 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     'seg_node-full-plain': (['visualization_scale:=1.0', 'data_path:=plain'], {}),
     'seg_node-full-plain-sync': (['visualization_scale:=1.0', 'data_path:=plain'],
                                  {'RMW_FASTRTPS_PUBLICATION_MODE': 'SYNCHRONOUS'}),
+    # The Foxglove live view on (any free port): nobody watching, then one viewer of every picture.
+    'seg_node-foxglove': (['foxglove_port:=0'], {}),
+    'seg_node-foxglove-viewer': (['foxglove_port:=0'], {}),
 }
+# Variants run with one Foxglove viewer (bench/foxglove_viewer.py) connected throughout.
+WITH_VIEWER = ('seg_node-foxglove-viewer',)
 
 
 def node_command(impl: str, case: Case, model: Path) -> list[str]:
@@ -115,8 +121,14 @@ def run_case(impl: str, case: Case, model: Path, domain: int) -> dict:
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1', **VARIANTS.get(impl, ([], {}))[1])
     node = ChildProcess(node_command(impl, case, model), env=env, cwd=REPO)
     processes = [node]
+    viewer = None
     try:
         node.wait_for_line('segmenting', 60)
+        if impl in WITH_VIEWER:
+            url = re.search(r'Foxglove live view on (ws://\S+)', node.output).group(1)
+            viewer = ChildProcess([sys.executable, '-m', 'bench.foxglove_viewer', '--url', url], env=env, cwd=REPO)
+            processes.append(viewer)
+            viewer.wait_for_line('VIEWER READY', 30)
         sampler = ProcSampler(node.proc.pid)
         monitor = ChildProcess([sys.executable, '-m', 'bench.monitor', '--cameras', str(case.cameras),
                                 '--seconds', str(case.seconds + 9), '--outputs', ','.join(case.outputs)],
@@ -129,10 +141,16 @@ def run_case(impl: str, case: Case, model: Path, domain: int) -> dict:
         sent = playback.result(case.seconds + 60)
         seen = monitor.result(case.seconds + 60)
         sampler.stop()
+        if viewer is not None:  # watching until every output of the run was seen
+            viewer.proc.send_signal(signal.SIGINT)
+        watched = viewer.result(30) if viewer is not None else None
     finally:
         for process in processes:
             process.stop(timeout=5)
-    return summarize(impl, case, sent, seen, sampler)
+    result = summarize(impl, case, sent, seen, sampler)
+    if watched is not None:
+        result['viewer'] = watched | {'send_seconds': sent['send_seconds']}
+    return result
 
 
 def summarize(impl: str, case: Case, sent: dict, seen: dict, sampler: ProcSampler) -> dict:
@@ -239,12 +257,19 @@ ABLATIONS = ('seg_node-full-plain', 'seg_node-full-plain-sync')
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--quick', action='store_true', help='only the headline case')
+    parser.add_argument('--foxglove', action='store_true',
+                        help='only the Foxglove live view cases (bench/foxglove.py) -> out/bench/foxglove.json')
     parser.add_argument('--output', type=Path, default=OUT)
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
     models = {name: build(args.output / f'{name}_contract_model.onnx') for name, build in MODELS.items()}
     model = models['tiny']
     domain = int(os.environ.get('ROS_DOMAIN_ID', '50'))
+    if args.foxglove:
+        from bench.foxglove import run_foxglove
+
+        run_foxglove(model, domain, args.output)
+        return
     results = {'machine': machine(), 'command': 'make bench', 'cases': [], 'overload': [], 'peak': {},
                'sections': []}
     matrix = MATRIX[:1] if args.quick else MATRIX
@@ -280,6 +305,10 @@ def main() -> None:
         results['ground_grid'] = [ground_grid.measure(scale) for scale in (1, 2)]
         results['sections'].append(ground_grid.section(results['ground_grid']))
         print(results['sections'][-1], flush=True)
+        from bench.foxglove import run_foxglove
+
+        domain = domain % 200 + 1
+        results['sections'].append(run_foxglove(model, domain, args.output))
     (args.output / 'results.json').write_text(json.dumps(results, indent=1))
     from bench.report import write_report
 

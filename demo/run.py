@@ -20,7 +20,7 @@ import numpy as np
 
 from seg_node import synthetic
 from seg_node.bag import synth
-from seg_node.bag.bagio import BagError
+from seg_node.bag.bagio import STORAGES, BagError
 from seg_node.bag.evaluate import EvalReport, evaluate_bag, last_diagnostics
 from seg_node.bag.ground import BAG_GRID, GRID_TOPIC
 from seg_node.bag.play import PlayOptions, play_bag
@@ -140,13 +140,13 @@ def ground_params(drive: SynthOptions) -> dict:
 
 
 def start_node(model: Path, image_topics: list[str], log: Path, providers: list[str],
-               ground: dict | None = None) -> NodeProcess:
-    """seg_node started as a user would, with its log in ``log``."""
+               ground: dict | None = None, *, foxglove_port: int = -1) -> NodeProcess:
+    """seg_node started as a user would, with its log in ``log`` (and the Foxglove live view if a port is given)."""
     params = (ground or {}) | {'model_path': str(model), 'image_topics': image_topics, 'providers': providers,
               # A reliable, queued input: frames are lost only if the node falls behind.
               'input_reliability': 'reliable', 'input_depth': 10, 'diagnostics_period_s': 0.5,
               # The video and contact sheet are what people share: overlays at the camera's size.
-              'visualization_scale': 1.0}
+              'visualization_scale': 1.0, 'foxglove_port': foxglove_port}
     return NodeProcess(params, cwd=REPO, log=log)
 
 
@@ -238,17 +238,21 @@ def run(args: argparse.Namespace) -> dict:
     grids = (GRID_TOPIC,) if ground else ()
     recorded = [*cameras, *(topics.segmentation_topic(c, n) for c in cameras for n in (*OUTPUTS, 'labels', *grids)),
                 '/diagnostics']
-    node = start_node(args.model, cameras, out / 'node.log', list(args.providers), ground)
+    node = start_node(args.model, cameras, out / 'node.log', list(args.providers), ground,
+                      foxglove_port=args.foxglove_port)
     try:
         try:
             node.wait_ready(NODE_START_TIMEOUT_S)
         except RuntimeError as err:
             raise DemoError(str(err)) from None
         print('[demo] seg_node is up; replaying the drive into it', flush=True)
+        view = next((line for line in node.lines if 'Foxglove live view on' in line), None)
+        if view:
+            print(f'[demo] {view[view.index("Foxglove live view"):]}', flush=True)
         # Drain long enough for the last frame set to come out of a slow engine.
         drain = max(1.5, 3 * plan_.batch_ms / 1e3)
         options = PlayOptions(rate=plan_.rate, wait_for=tuple(cameras), record=out / 'output',
-                              record_topics=tuple(recorded), drain=drain, force=True)
+                              record_topics=tuple(recorded), drain=drain, force=True, storage=args.storage)
         played = play_bag(out / 'drive', options)
     finally:
         code = node.stop()
@@ -278,6 +282,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed', type=int, default=2024, help='drive seed (held out from training)')
     parser.add_argument('--providers', nargs='+', default=list(PROVIDERS), choices=('tensorrt', 'cuda', 'cpu'),
                         help=f'execution providers in order of preference (default: {" ".join(PROVIDERS)})')
+    parser.add_argument('--storage', choices=sorted(STORAGES), default='sqlite3',
+                        help='rosbag2 storage of the recording in OUT/output (mcap: opens in Foxglove)')
+    parser.add_argument('--foxglove-port', type=int, default=-1,
+                        help='serve the Foxglove live view from the node on this port (0: any free port)')
     parser.add_argument('--scene', choices=SCENES, default='drive',
                         help='street scenes, or palette-coloured blocks (exact for the known-answer model)')
     return parser

@@ -8,7 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TESTS=(test/test_conversion.py test/test_engine.py test/test_prepost.py test/test_settings.py
        test/test_model_paths.py test/test_bag_tools.py test/test_bag_errors.py test/test_node_e2e.py
        test/test_reliability_params.py test/test_reliability_lifecycle.py test/test_architecture.py
-       test/test_privacy.py test/test_large_frames.py test/test_dds_profile.py)
+       test/test_privacy.py test/test_large_frames.py test/test_dds_profile.py
+       test/test_foxglove_view.py)
 
 find_python() {  # an installed CPython X.Y that runs: pyenv's newest, else one on PATH (not a pyenv shim)
   local version=$1 candidate

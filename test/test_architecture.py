@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / 'seg_node'
 ROS = {'rclpy', 'rcl_interfaces', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'vision_msgs',
        'rosgraph_msgs', 'lifecycle_msgs', 'builtin_interfaces', 'nav_msgs', 'geometry_msgs', 'tf2_ros'}
 TORCH = {'torch', 'torchvision'}
-ROS_FREE = ('model', 'runtime', 'msg', 'synthetic', 'ground')
+ROS_FREE = ('model', 'runtime', 'msg', 'synthetic', 'ground', 'viewer')
 # What each layer may import from the package; anything else is an upward (or sideways) dependency.
 ALLOWED = {
     'errors': set(),
@@ -27,7 +27,9 @@ ALLOWED = {
     'synthetic': {'errors', 'privacy', 'model'},
     # Ground grid: masks -> a metric grid on the flat ground (numpy/OpenCV only).
     'ground': {'errors', 'privacy', 'model'},
-    'ros': {'errors', 'privacy', 'model', 'msg', 'runtime', 'ground'},
+    # The Foxglove live view: ROS-free, fed by the node (foxglove-sdk is an optional extra).
+    'viewer': {'errors', 'privacy', 'model', 'msg', 'runtime'},
+    'ros': {'errors', 'privacy', 'model', 'msg', 'runtime', 'ground', 'viewer'},
     'bag': {'errors', 'privacy', 'model', 'msg', 'runtime', 'synthetic', 'ros', 'ground'},
     'training': {'errors', 'privacy', 'model', 'msg', 'runtime', 'synthetic'},
     # Fleet labelling on Ray: the bag tools on many machines; Ray workers never import ROS.

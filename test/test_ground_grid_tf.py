@@ -89,3 +89,48 @@ def test_without_nav_msgs_the_grid_is_off_and_the_node_runs(context, tmp_path, m
         harness.send_and_settle(FRONT, image_msg(PALETTE[mask], 1, 'cam_front_optical'))
         totals = harness.totals(FRONT)
         assert totals['processed'] + totals['skipped'] == 1 and totals['failed'] == totals['rejected'] == 0
+
+
+class RecordingView:
+    """Stands in for the Foxglove live view: grid channels that viewers may watch, and the grids offered."""
+
+    def __init__(self):
+        self.watching = False
+        self.declared, self.offered = set(), []
+
+    def declare_grid(self, topic):
+        self.declared.add(topic)
+        return self
+
+    def has_sinks(self):
+        return self.watching
+
+    def offer_grid(self, topic, cells, **info):
+        self.offered.append((topic, cells.copy(), info))
+
+
+def test_the_grids_go_to_the_live_view_only_while_a_viewer_watches(context, tmp_path):
+    params = {'model_path': save_model(tmp_path / 'palette.onnx'), 'image_topics': [FRONT], 'ground_grid': True,
+              'ground_resolution': RES, 'ground_x_min': 0.0, 'ground_x_max': 16.0, 'ground_y_min': -8.0,
+              'ground_y_max': 8.0, 'ground_pitch_sigma_deg': 0.0}
+    camera_grid, fused_grid = '/cam_front/segmentation/ground_grid', '/seg_node/ground_grid'
+    with node_in_process(context, **params) as harness:
+        node, ground = harness.node, harness.node.ground
+        ground.tf_buffer = StandInBuffer(PITCH)
+        view = RecordingView()
+        ground.show_on(view)  # what the node does when foxglove_port is set
+        assert view.declared == {camera_grid, fused_grid}  # advertised before the first grid
+        info = node.create_publisher(CameraInfo, '/cam_front/camera_info', 10)
+        msg = CameraInfo(height=SIZE[0], width=SIZE[1], k=[F, 0.0, 319.5, 0.0, F, 239.5, 0.0, 0.0, 1.0])
+        mask = ray_cast(SIZE, F, F, 319.5, 239.5, PITCH, 0.0)
+        with spinning(node):
+            assert wait_for(lambda: (info.publish(msg), ground.has_camera_info(FRONT))[1], 10)
+            harness.send_and_settle(FRONT, image_msg(PALETTE[mask], 1, 'cam_front_optical'))
+            assert view.offered == [] and ground.counts[FRONT]['computed'] == 0  # nobody watches: not computed
+            view.watching = True
+            harness.send_and_settle(FRONT, image_msg(PALETTE[mask], 2, 'cam_front_optical'))
+    assert [topic for topic, _, _ in view.offered] == [camera_grid, fused_grid]
+    expected = expected_grid(SIZE, F, F, 319.5, 239.5, PITCH, 0.0, REACH)
+    for _, cells, info in view.offered:
+        assert_matches(cells, expected)
+        assert info == {'resolution': RES, 'origin': (0.0, -8.0), 'frame_id': 'base_footprint', 'stamp': (2, 0)}

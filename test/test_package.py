@@ -36,6 +36,8 @@ ROSDEP_KEYS = {
     'nav_msgs': 'nav_msgs', 'tf2_ros': 'tf2_ros',  # the ground grid (tf2_ros optional)
 }
 PIP_REQUIREMENTS = {'onnxruntime': 'onnxruntime-gpu', 'onnx': 'onnx', 'google': 'onnx', 'rosbags': 'rosbags'}
+# Imported only when its feature is asked for (foxglove_port), installed by its setup.py extra.
+OPTIONAL_EXTRAS = {'foxglove': 'foxglove'}
 
 
 def test_every_runtime_import_has_a_rosdep_key_or_a_pip_requirement():
@@ -49,7 +51,9 @@ def test_every_runtime_import_has_a_rosdep_key_or_a_pip_requirement():
                 modules.update(alias.name.split('.')[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split('.')[0])
-    third_party = modules - set(sys.stdlib_module_names) - {'seg_node', '__future__'}
+    third_party = modules - set(sys.stdlib_module_names) - {'seg_node', '__future__'} - OPTIONAL_EXTRAS.keys()
+    setup = (REPO / 'setup.py').read_text()
+    assert all(f"'{extra}': [" in setup for extra in OPTIONAL_EXTRAS.values())
     assert third_party <= ROSDEP_KEYS.keys() | PIP_REQUIREMENTS.keys(), 'map the new import to its dependency'
     depends = {e.text for e in ET.parse(REPO / 'package.xml').getroot().findall('exec_depend')}
     assert {ROSDEP_KEYS[m] for m in third_party if m in ROSDEP_KEYS} <= depends

@@ -107,3 +107,19 @@ def engine_status(health: EngineHealth, stage_ms: Mapping[str, list[float]]) -> 
     _summarize(status, engine_problems(health), f'running on {health.provider}')
     return status
 
+
+def live_view_status(url: str, counts: Mapping[str, int]) -> DiagnosticStatus:
+    """The Foxglove live view's status: where it listens and what it encoded or skipped."""
+    status = DiagnosticStatus(name='seg_node: foxglove', hardware_id=url)
+    status.values = [_kv('url', url), *(_kv(f'pictures_{what}' if what != 'bytes' else 'bytes_sent', count)
+                                          for what, count in counts.items())]
+    problems = [(WARN, f'{counts["failed"]} picture(s) could not be sent')] if counts.get('failed') else []
+    _summarize(status, problems, f'listening on {url}')
+    return status
+
+
+def status_dict(status: DiagnosticStatus) -> dict:
+    """A DiagnosticStatus as JSON-ready data with the message's field names."""
+    return {'level': int.from_bytes(status.level, 'little') if isinstance(status.level, bytes) else int(status.level),
+            'name': status.name, 'message': status.message, 'hardware_id': status.hardware_id,
+            'values': [{'key': kv.key, 'value': kv.value} for kv in status.values]}

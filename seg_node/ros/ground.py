@@ -95,6 +95,7 @@ class GroundOutputs:
             node.create_subscription(CameraInfo, topics.camera_info_topic(topic),
                                      lambda msg, t=topic: self._info.__setitem__(t, msg), qos('best_effort', 1))
             for topic in image_topics]
+        self.view: Any = None  # the Foxglove live view (seg_node.viewer.live.LiveView), set by the node
         self.tf_buffer = None
         self._tf_listener = None
         if not settings.poses and tf2_ros is not None:
@@ -120,10 +121,20 @@ class GroundOutputs:
         """True once a CameraInfo of the camera arrived."""
         return topic in self._info
 
+    def show_on(self, view: Any) -> None:
+        """Offer every grid on the live view ``view`` too, under its ROS topic name (viewers can subscribe at once)."""
+        self.view = view
+        for publisher in (*self.publishers.values(), self.fused_publisher):
+            view.declare_grid(publisher.topic_name)
+
+    def _watched(self, publisher: Any) -> bool:
+        """True when a ROS subscriber or a live-view viewer wants this grid."""
+        return publisher.get_subscription_count() > 0 or (
+            self.view is not None and self.view.declare_grid(publisher.topic_name).has_sinks())
+
     def wanted(self, topic: str) -> bool:
         """True when this camera's grid or the fused grid has a subscriber (else nothing is computed)."""
-        wanted = (self.publishers[topic].get_subscription_count() > 0
-                  or self.fused_publisher.get_subscription_count() > 0)
+        wanted = self._watched(self.publishers[topic]) or self._watched(self.fused_publisher)
         if not wanted:
             self.counts[topic]['skipped'] += 1
         return wanted
@@ -176,15 +187,26 @@ class GroundOutputs:
         spec, frame_id = self.mapper.config.grid, self.settings.frame_id
         if self.publishers[topic].get_subscription_count() > 0:
             self.publishers[topic].publish(occupancy_grid(grid.cells, spec, frame_id, header))
-        if self.fused_publisher.get_subscription_count() > 0:
+        self._offer_to_view(self.publishers[topic], grid.cells, stamp_ns)
+        if self._watched(self.fused_publisher):
             fused = self.mapper.fused(self.settings.fusion_max_age_s)
             if fused is not None:
                 cells, newest_ns, _ = fused
                 fused_header = ros_header(header)
                 fused_header.stamp.sec, fused_header.stamp.nanosec = divmod(newest_ns, 1_000_000_000)
                 with self._lock:  # two workers never, but the fused publisher is shared by cameras
-                    self.fused_publisher.publish(occupancy_grid(cells, spec, frame_id, fused_header))
+                    if self.fused_publisher.get_subscription_count() > 0:
+                        self.fused_publisher.publish(occupancy_grid(cells, spec, frame_id, fused_header))
+                    self._offer_to_view(self.fused_publisher, cells, newest_ns)
         return True
+
+    def _offer_to_view(self, publisher: Any, cells: np.ndarray, stamp_ns: int) -> None:
+        """Hand a grid to the live view (it sends only to subscribed viewers, on its own thread)."""
+        if self.view is not None:
+            spec = self.mapper.config.grid
+            self.view.offer_grid(publisher.topic_name, cells, resolution=spec.resolution,
+                                 origin=(spec.origin_x, spec.origin_y), frame_id=self.settings.frame_id,
+                                 stamp=divmod(stamp_ns, 1_000_000_000))
 
     def snapshot(self) -> GroundSnapshot:
         """The latest per-camera grids and their fusion (for a live view)."""

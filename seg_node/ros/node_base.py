@@ -26,10 +26,12 @@ from rclpy.parameter import Parameter
 
 from seg_node.errors import one_line
 from seg_node.ground.geometry import GeometryError
+from seg_node.model.classes import ClassTable
+from seg_node.msg.labels import labels_json
 from seg_node.msg.topics import is_compressed
 from seg_node.ros.camera import CameraIO, labels_message, qos
 from seg_node.ros.dds_profile import missing_profile_warning, share_profile
-from seg_node.ros.diagnostics import Limits, camera_status, engine_status
+from seg_node.ros.diagnostics import Limits, camera_status, engine_status, live_view_status, status_dict
 from seg_node.ros.ground import NAV_MSGS_MISSING, GroundOutputs, OccupancyGrid
 from seg_node.ros.model_switch import ModelSwitch
 from seg_node.ros.parameters import (
@@ -48,6 +50,7 @@ from seg_node.runtime.loader import LOAD_ERRORS, ActiveModel, BackgroundLoad, Mo
 from seg_node.runtime.memory import keep_large_buffers
 from seg_node.runtime.render import MASK_AT_MODEL
 from seg_node.runtime.supervisor import EngineSupervisor
+from seg_node.viewer.live import FoxgloveMissingError, LiveView, LiveViewError, diagnostics_json
 
 _TYPES = {
     'bool': Parameter.Type.BOOL, 'int': Parameter.Type.INTEGER, 'double': Parameter.Type.DOUBLE,
@@ -110,6 +113,7 @@ class SegmentationCore(Node):
         self.pipeline: FramePipeline | None = None
         self._worker: InferenceWorker | None = None
         self._diagnostics = self._diagnostics_timer = None
+        self.live_view: LiveView | None = None
         self.add_on_set_parameters_callback(self._validate_parameters)
         self._accepted_sets: list[list[Parameter]] = []
         if self._HAS_POST_SET:
@@ -146,6 +150,7 @@ class SegmentationCore(Node):
         self._model_values = {name: self._values[name] for name in MODEL_PARAMS}
         self._log_model(model)
         self._create_cameras(settings, labels_message(model.engine.spec, model.path))
+        self._start_live_view(settings, model)
         self._start_worker()
         self.ground = self._create_ground(settings, tuple(model.engine.spec.classes))
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -177,13 +182,39 @@ class SegmentationCore(Node):
             self.stop()
             raise StartupError(str(err)) from None
         self.pipeline.ground = ground
+        if self.live_view is not None:
+            ground.show_on(self.live_view)
         return ground
+
+    def _start_live_view(self, settings: NodeSettings, model: ActiveModel) -> None:
+        """Start the Foxglove live view if ``foxglove_port`` asks for one (StartupError if it cannot listen)."""
+        if settings.foxglove_port < 0:
+            return
+        try:
+            self.live_view = LiveView(settings.foxglove_host, settings.foxglove_port, list(self.cameras),
+                                      options=lambda: self.settings.foxglove_view, logger=self.get_logger())
+        except FoxgloveMissingError as err:  # the rest of the node runs without it
+            self.get_logger().error(f'{err}; the live view is off')
+            return
+        except LiveViewError as err:
+            raise StartupError(str(err)) from None
+        self._offer_labels(model)
+        self.get_logger().info(f'Foxglove live view on {self.live_view.url} (no authentication; '
+                               'README, "Foxglove")')
+
+    def _offer_labels(self, model: ActiveModel) -> None:
+        if self.live_view is not None:
+            spec = model.engine.spec
+            text = labels_json(ClassTable(spec.classes, spec.palette), model.path)
+            for topic in self.cameras:
+                self.live_view.set_labels(topic, text)
 
     def _start_worker(self) -> None:
         slots = LatestFrameSlots()
         # The worker reads ``self.settings`` once per batch, so runtime changes apply between batches.
         self.pipeline = FramePipeline(self.cameras, self.supervisor, lambda: self.settings, self.get_logger(),
-                                      running=lambda: self.context.ok() and not slots.closed)
+                                      running=lambda: self.context.ok() and not slots.closed,
+                                      view=self.live_view)
         self._worker = InferenceWorker(slots, self.pipeline)
         self._worker.start()
 
@@ -230,9 +261,12 @@ class SegmentationCore(Node):
         self.settings = self.supervisor = self.pipeline = self._worker = None
 
     def stop(self) -> None:
-        """Stop the inference worker, waiting briefly for the batch in flight (idempotent)."""
+        """Stop the inference worker, waiting briefly for the batch in flight, and the live view (idempotent)."""
         if self._worker is not None:
             self._worker.stop(STOP_TIMEOUT_S)
+        if self.live_view is not None:
+            self.live_view.close()
+            self.live_view = None
 
     def _log_model(self, model: ActiveModel) -> None:
         spec = model.engine.spec
@@ -249,7 +283,12 @@ class SegmentationCore(Node):
             camera.stats.count('dropped')
 
     def _publish_diagnostics(self) -> None:
-        self._diagnostics.publish(self.diagnostic_array())
+        array = self.diagnostic_array()
+        self._diagnostics.publish(array)
+        if self.live_view is not None:
+            stamp = array.header.stamp
+            self.live_view.log_statistics(diagnostics_json([status_dict(s) for s in array.status],
+                                                           stamp.sec * 1_000_000_000 + stamp.nanosec))
 
     def diagnostic_array(self) -> DiagnosticArray:
         """The /diagnostics message for now (each call starts a new rate period)."""
@@ -264,6 +303,8 @@ class SegmentationCore(Node):
         msg.status.append(engine_status(self.supervisor.health(), stage_ms))
         if self.ground is not None:
             msg.status.append(self.ground.status({t: c.namespace or t for t, c in self.cameras.items()}))
+        if self.live_view is not None:
+            msg.status.append(live_view_status(self.live_view.url, self.live_view.counts))
         return msg
 
     # -- runtime parameters -------------------------------------------------------------------
@@ -321,6 +362,7 @@ class SegmentationCore(Node):
         labels = labels_message(model.engine.spec, model.path)
         for camera in self.cameras.values():
             camera.publish_labels(labels)
+        self._offer_labels(model)
         self._log_model(model)
 
     def _model_switch_failed(self, load: BackgroundLoad) -> None:

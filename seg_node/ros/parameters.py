@@ -13,6 +13,7 @@ from seg_node.model.contract import ModelOverrides
 from seg_node.msg.topics import validate_image_topics
 from seg_node.runtime.config import DEFAULT_PROVIDERS, DEFAULT_TRT_CACHE, PROVIDERS, EngineConfig
 from seg_node.runtime.render import MASK_AT_INPUT, MASK_AT_MODEL
+from seg_node.viewer.live import IMAGE_FORMATS, ViewOptions, check_host
 
 RELIABILITY = ('best_effort', 'reliable')
 
@@ -154,6 +155,21 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('ground_fusion_max_age_s', 'double', 0.1,
               'The fused grid takes each camera\'s latest grid within this age of the newest one.',
               float_range=(0.0, 10.0), read_only=False),
+    # The Foxglove live view (README, "Foxglove"); seg_node.viewer.live.
+    ParamSpec('foxglove_port', 'int', -1,
+              'Port of the Foxglove WebSocket live view (-1: off; 0: any free port, logged at start). '
+              'Needs the foxglove extra (foxglove-sdk).', int_range=(-1, 65535)),
+    ParamSpec('foxglove_host', 'string', '127.0.0.1',
+              'Address the live view listens on: 127.0.0.1 keeps it on this machine (reach it through '
+              'an SSH tunnel); 0.0.0.0 opens it to every network the vehicle is on, with no authentication.'),
+    ParamSpec('foxglove_image_format', 'string', 'jpeg',
+              'Compression of the camera picture and overlay on the live view (the colour mask is always '
+              'PNG, so its class colours stay exact).', choices=IMAGE_FORMATS, read_only=False),
+    ParamSpec('foxglove_jpeg_quality', 'int', 80, 'JPEG quality of the live view pictures.',
+              int_range=(1, 100), read_only=False),
+    ParamSpec('foxglove_max_width', 'int', 640,
+              'Widest picture on the live view in pixels; wider ones are scaled down (0: as rendered).',
+              int_range=(0, 8192), read_only=False),
 )
 OUTPUT_PARAMS = {'mask': 'publish_mask', 'color_mask': 'publish_color_mask',
                  'overlay': 'publish_overlay', 'confidence': 'publish_confidence'}
@@ -187,6 +203,9 @@ class NodeSettings:
     cpu_fallback_after: int
     raw: Mapping[str, object] = field(default_factory=dict)
     ground: GroundSettings | None = None  # None: no ground grid
+    foxglove_port: int = -1  # -1: no live view
+    foxglove_host: str = '127.0.0.1'
+    foxglove_view: ViewOptions = field(default_factory=ViewOptions)
 
     def model_key(self) -> tuple:
         """The values of every parameter that shapes the engine, comparable with ``==``."""
@@ -319,6 +338,9 @@ def settings_from_values(values: Mapping[str, object]) -> NodeSettings:
     if sha and (len(sha) != 64 or any(c not in '0123456789abcdef' for c in sha)):
         msg = 'model_sha256 must be 64 hexadecimal digits'
         raise SettingsError(msg)
+    host_problem = check_host(str(values.get('foxglove_host', '127.0.0.1')))
+    if host_problem:
+        raise SettingsError(host_problem)
     overrides = ModelOverrides(
         classes=list(values['classes']) if values.get('classes') else None,
         palette=_palette(values.get('palette')),
@@ -346,6 +368,11 @@ def settings_from_values(values: Mapping[str, object]) -> NodeSettings:
         drop_warn_fraction=float(values['drop_warn_fraction']),
         cpu_fallback_after=int(values['cpu_fallback_after']), raw=dict(values),
         ground=ground_settings(values, len(topics)),
+        foxglove_port=int(values.get('foxglove_port', -1)),
+        foxglove_host=str(values.get('foxglove_host', '127.0.0.1')),
+        foxglove_view=ViewOptions(image_format=str(values.get('foxglove_image_format', 'jpeg')),
+                                  jpeg_quality=int(values.get('foxglove_jpeg_quality', 80)),
+                                  max_width=int(values.get('foxglove_max_width', 640))),
     )
 
 

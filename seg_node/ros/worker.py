@@ -11,7 +11,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,12 +26,14 @@ from seg_node.ros.transport import take_frame
 from seg_node.runtime.frame_slots import LatestFrameSlots, PendingFrame
 from seg_node.runtime.render import render_outputs
 from seg_node.runtime.supervisor import EngineSupervisor, InferenceError
+from seg_node.viewer.live import LiveView
 
 STAGES = ('convert', 'preprocess', 'inference', 'render', 'publish')
 # Every frame's mask (and confidence) is published before any colour mask or overlay: planning
 # reads the mask, whose latency then does not include rendering and sending the pictures.
 # The ground grid is made from the same mask, in the first pass.
 OUTPUT_PASSES = (frozenset({'mask', 'confidence', GROUND_GRID}), topics.VISUALIZATION_OUTPUTS)
+VIEW_PICTURES = topics.VISUALIZATION_OUTPUTS
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Job:
     header: Any  # the input's std_msgs/Header, or its CdrHeader on the serialized path
     rgb: np.ndarray
     outputs: set[str]
+    pictures: dict[str, np.ndarray] = field(default_factory=dict)  # rendered colour mask / overlay
     render_ms: float = 0.0
     publish_ms: float = 0.0
 
@@ -52,8 +55,9 @@ class FramePipeline:
 
     def __init__(self, cameras: Mapping[str, CameraIO], supervisor: EngineSupervisor,
                  settings: Callable[[], NodeSettings], logger: Any, *,
-                 running: Callable[[], bool] = lambda: True) -> None:
+                 running: Callable[[], bool] = lambda: True, view: LiveView | None = None) -> None:
         self.cameras = cameras
+        self.view = view  # the Foxglove live view, or None
         self.supervisor = supervisor
         self.unexpected_errors = 0  # exceptions no rule foresaw; each cost one frame
         self._settings = settings  # read once per batch: runtime changes apply between batches
@@ -78,7 +82,10 @@ class FramePipeline:
     def _prepare(self, frame: PendingFrame, settings: NodeSettings) -> Job | None:
         camera = self.cameras[frame.camera]
         period_s = 1.0 / settings.visualization_max_rate_hz if settings.visualization_max_rate_hz else 0.0
-        outputs = camera.due(camera.wanted(settings.outputs), period_s)
+        wanted = camera.wanted(settings.outputs)
+        if self.view is not None:  # the live view shows the enabled outputs somebody watches there
+            wanted |= self.view.wanted(frame.camera) & settings.outputs
+        outputs = camera.due(wanted, period_s)
         if self.ground is not None and self.ground.wanted(frame.camera):
             outputs.add(GROUND_GRID)
         if not outputs:
@@ -132,6 +139,8 @@ class FramePipeline:
                     still.append((job, result))
             pending = still
         for job, _ in pending:
+            if self.view is not None and job.pictures:
+                self._offer_to_view(job)
             self.stage_ms['render'].append(job.render_ms)
             self.stage_ms['publish'].append(job.publish_ms)
             job.camera.stats.count('processed')
@@ -154,6 +163,17 @@ class FramePipeline:
             self.ground.publish(job.camera.topic, result.class_mask, job.rgb.shape[:2], job.header)
         job.render_ms += (t1 - t0) * 1e3
         job.publish_ms += (time.perf_counter() - t1) * 1e3
+        if self.view is not None:
+            job.pictures.update((name, array) for name, array in rendered.items() if name in VIEW_PICTURES)
+
+    def _offer_to_view(self, job: Job) -> None:
+        """Hand the published pictures (and the camera's) to the live view, which encodes them on its own thread."""
+        header = job.header
+        try:
+            self.view.offer_frame(job.camera.topic, (header.stamp.sec, header.stamp.nanosec), header.frame_id,
+                                  {'image': job.rgb, **job.pictures})
+        except Exception:  # noqa: BLE001 - the ROS outputs are out already; the view must not cost them
+            self.unexpected('offering a frame to the live view')
 
     def _fail(self, job: Job, reason: str, settings: NodeSettings) -> None:
         job.camera.stats.count('failed')

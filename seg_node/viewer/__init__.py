@@ -1,0 +1,1 @@
+"""Viewers beside RViz that import no ROS: the Foxglove live view (``live``)."""
