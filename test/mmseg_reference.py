@@ -1,4 +1,4 @@
-"""mmsegmentation 1.2.2 as the reference implementation of the converted Cityscapes models (tests only).
+"""mmsegmentation 1.2.2 as the reference implementation of the converted Cityscapes models, and test helpers.
 
 mmcv-lite has no compiled ``mmcv.ops``, which mmseg's utilities import by name; none of those ops
 is used by ResNetV1c, ASPPHead, PSPHead or FCNHead, so a stand-in module whose every attribute
@@ -13,10 +13,17 @@ import sys
 import types
 import warnings
 
+import cv2
+import numpy as np
+import torch
+
+from seg_node.model.classes import CITYSCAPES_CLASSES
+
 MISSING = next((name for name in ('mmseg', 'mmengine', 'mmcv') if importlib.util.find_spec(name) is None), None)
 SKIP_REASON = (f'{MISSING} is not installed (the reference extra: pip install --no-deps mmsegmentation==1.2.2 '
                'mmengine==0.10.7 mmcv-lite==2.1.0 and .[reference]; make test does it)')
 
+SIZE = (65, 97)  # odd sizes: the bilinear upsampling and PSPNet's uneven pooling bins must agree too
 HEADS = {
     'fcn': dict(type='FCNHead', num_convs=2, concat_input=True),
     'psp': dict(type='PSPHead', pool_scales=(1, 2, 3, 6)),
@@ -80,3 +87,31 @@ def build_reference(algorithm: str, num_classes: int = 19) -> object:
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return MODELS.build(cfg).eval()
+
+
+def randomize_batchnorm(network, seed):
+    """Trained-looking BatchNorm statistics, so every layer's normalization matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in network.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_((torch.rand(n, generator=g) - 0.5) * 0.4)
+    return network.eval()
+
+
+def images(seed, n=2, size=SIZE):
+    """Smooth random RGB uint8 images [n, H, W, 3]."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (n, 6, 8, 3)).astype(np.uint8)
+    return np.stack([cv2.resize(c, size[::-1], interpolation=cv2.INTER_CUBIC) for c in coarse])
+
+
+def save_mmseg_checkpoint(path, state):
+    """An mmsegmentation checkpoint's layout: {'meta', 'state_dict'} (the auxiliary head included)."""
+    torch.save({'meta': {'mmseg_version': '1.2.2', 'dataset_meta': {'classes': list(CITYSCAPES_CLASSES)}},
+                'state_dict': state}, path)
+    return path
