@@ -67,11 +67,12 @@ def import_mmseg() -> types.ModuleType:
 
 def build_reference(algorithm: str, num_classes: int = 19) -> object:
     """mmseg's own EncoderDecoder for a Cityscapes R50-D8 config (BN for SyncBN, whole-image test mode)."""
-    models = import_mmseg()
+    import_mmseg()
+    from mmengine.config import ConfigDict
     from mmseg.registry import MODELS
 
     norm = dict(type='BN', requires_grad=True)
-    cfg = dict(
+    cfg = ConfigDict(  # as mmseg's config files give it: attribute access to test_cfg.mode
         type='EncoderDecoder',
         data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
                                std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255),
@@ -83,7 +84,6 @@ def build_reference(algorithm: str, num_classes: int = 19) -> object:
                             concat_input=False, dropout_ratio=0.1, num_classes=num_classes, norm_cfg=norm,
                             align_corners=False),
         test_cfg=dict(mode='whole'))
-    del models
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return MODELS.build(cfg).eval()
