@@ -69,6 +69,12 @@ $(VENV)/.fleet-installed: $(VENV)/.train-installed
 	$(PIP) install -q --disable-pip-version-check -e '.[pypi,test,train,fleet]'
 	touch $@
 
+# CPU time per frame of each seg_export --pretrained model at its input size (random weights):
+# out/bench/pretrained_models.json; the figures go into README "Models" by hand.
+.PHONY: bench-pretrained
+bench-pretrained: setup-train
+	$(PY) -m bench.pretrained_models
+
 # mmsegmentation, the reference of the converted Cityscapes models (test/test_pretrained.py). Without
 # their dependencies: mmengine and mmcv-lite require opencv-python, a second cv2 beside
 # opencv-python-headless; the reference extra lists what they really import.

@@ -351,11 +351,12 @@ def test_seg_eval_on_cityscapes_layout_scores_what_mmsegmentation_predicts(mmseg
     with torch.no_grad():
         predicted = reference.test_step({'inputs': inputs, 'data_samples': samples})
     reference_masks = np.stack([s.pred_sem_seg.data[0].numpy() for s in predicted])
-    # Ground truth: the reference's prediction with a third of the pixels changed, some to ignored ids.
+    # Ground truth: the reference's prediction with a third of the pixels changed to another of its
+    # classes or to ignored ids.
     rng = np.random.default_rng(3)
+    choices = np.append(np.unique(reference_masks), 255)
     train_ids = np.where(rng.random(reference_masks.shape) < 0.33,
-                         rng.integers(0, 20, reference_masks.shape), reference_masks)
-    train_ids[train_ids == 19] = 255
+                         rng.choice(choices, reference_masks.shape), reference_masks)
     to_label_id = np.vectorize(TRAIN_ID_TO_CITYSCAPES_ID.__getitem__)
     write_cityscapes(tmp_path / 'cityscapes', rgb, to_label_id(train_ids).astype(np.uint8))
     metrics = tmp_path / 'metrics.json'
@@ -369,9 +370,9 @@ def test_seg_eval_on_cityscapes_layout_scores_what_mmsegmentation_predicts(mmseg
     totals = [sum(a[k] for a in areas) for k in range(4)]
     expected = IoUMetric.total_area_to_metrics(*totals, metrics=['mIoU'])
     scores = json.loads(metrics.read_text())
-    assert abs(scores['validation:mIOU'] - np.nanmean(expected['IoU'].numpy())) < 2e-3
+    assert abs(scores['validation:mIOU'] - np.nanmean(np.asarray(expected['IoU']))) < 2e-3
     assert abs(scores['validation:pixel_accuracy'] - float(expected['aAcc'])) < 2e-3
-    assert 0.3 < scores['validation:mIOU'] < 0.9  # neither trivial nor perfect
+    assert 0.3 < scores['validation:mIOU'] < 0.95  # neither trivial nor perfect
 
 
 def test_pretrained_table_matches_torchvision():
