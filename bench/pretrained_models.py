@@ -80,18 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, _, hw = item.partition('=')
         sizes[name] = tuple(int(v) for v in hw.lower().split('x'))
     results = []
+    report = {'cpu': _cpu(), 'threads': torch.get_num_threads(), 'results': results}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ['TORCH_HOME'] = tmp
         for name in args.names:
             result = time_model(name, sizes[name], args.repeats, Path(tmp))
+            result['load_average'] = os.getloadavg()[0]  # others' work on a shared machine slows these
             print(f'{name:38s} {result["input_size"][0]}x{result["input_size"][1]}: '
-                  f'{result["ms_per_frame"]:.0f} ms/frame', flush=True)
+                  f'{result["ms_per_frame"]:.0f} ms/frame (load average {result["load_average"]:.1f})', flush=True)
             results.append(result)
-    report = {'cpu': _cpu(), 'threads': torch.get_num_threads(), 'load_average': os.getloadavg(),
-              'results': results}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=1))
-    print(f'{report["cpu"]}, load average {report["load_average"][0]:.1f} -> {args.output}')
+            Path(args.output).write_text(json.dumps(report, indent=1))  # after each model: a long run keeps its part
+    print(f'{report["cpu"]} -> {args.output}')
     return 0
 
 
