@@ -25,7 +25,7 @@ lint: setup
 
 # DDS tests run in a private network namespace when we are root (see scripts/isolated.sh).
 # The fleet extra (Ray) is for the fleet tests: make test installs it, make demo does not need it.
-test: $(VENV)/.fleet-installed lint
+test: $(VENV)/.fleet-installed $(VENV)/.reference-installed lint
 	$(ISOLATED) $(PY) -m pytest -q test
 
 # The distro rows of test/matrix/ (Humble-, Jazzy-, Kilted-like Pythons, numpy, OpenCV, ROS wheels),
@@ -67,6 +67,20 @@ bench-fleet: $(VENV)/.fleet-installed
 	$(PY) -m bench.fleet
 $(VENV)/.fleet-installed: $(VENV)/.train-installed
 	$(PIP) install -q --disable-pip-version-check -e '.[pypi,test,train,fleet]'
+	touch $@
+
+# CPU time per frame of each seg_export --pretrained model at its input size (random weights):
+# out/bench/pretrained_models.json; the figures go into README "Models" by hand.
+.PHONY: bench-pretrained
+bench-pretrained: setup-train
+	$(PY) -m bench.pretrained_models
+
+# mmsegmentation, the reference of the converted Cityscapes models (test/test_pretrained.py). Without
+# their dependencies: mmengine and mmcv-lite require opencv-python, a second cv2 beside
+# opencv-python-headless; the reference extra lists what they really import.
+$(VENV)/.reference-installed: $(VENV)/.train-installed
+	$(PIP) install -q --disable-pip-version-check --no-deps mmsegmentation==1.2.2 mmengine==0.10.7 mmcv-lite==2.1.0
+	$(PIP) install -q --disable-pip-version-check -e '.[pypi,test,train,reference]'
 	touch $@
 
 clean:

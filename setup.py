@@ -55,6 +55,11 @@ setup(
         'train': ['torch==2.14.1', 'torchvision==0.29.1'],
         # seg_bag fleet: label and evaluate many bags on a Ray cluster (README, "Fleet labelling").
         'fleet': ['ray[data]==2.60.0'],
+        # mmsegmentation as the reference implementation in the tests of seg_export --pretrained: the
+        # pure-Python dependencies of mmsegmentation 1.2.2, mmengine 0.10.7 and mmcv-lite 2.1.0, which
+        # make test installs with --no-deps (their opencv-python would sit beside opencv-python-headless).
+        'reference': ['addict==2.4.0', 'yapf==0.43.0', 'termcolor==3.3.0', 'rich==15.0.0', 'matplotlib==3.11.2',
+                      'prettytable==3.19.0', 'scipy==1.17.1', 'ftfy==6.3.1', 'regex==2026.11.19'],
     },
     zip_safe=True,
     maintainer='seg_node developers',

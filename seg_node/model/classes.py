@@ -29,6 +29,20 @@ CAMVID_PALETTE: tuple[tuple[int, int, int], ...] = (
     (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
 )
 
+# Pascal VOC's 20 object classes and background, in the VOC label-id order that torchvision's
+# COCO-with-VOC-labels models predict; colours from VOC's own colour map (label id bits spread
+# over R, G and B from the high bit down).
+VOC_CLASSES: tuple[str, ...] = (
+    'background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
+    'cow', 'dining table', 'dog', 'horse', 'motorbike', 'person', 'potted plant', 'sheep', 'sofa',
+    'train', 'tv monitor',
+)
+VOC_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
+    (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (192, 0, 128),
+    (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 192, 0), (0, 64, 128),
+)
+
 
 def generated_classes(num_classes: int) -> list[str]:
     """Names for a model that ships none: ``class_0`` .. ``class_{C-1}``."""
@@ -71,6 +85,7 @@ class ClassTable:
 
 CITYSCAPES = ClassTable(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
 CAMVID = ClassTable(CAMVID_CLASSES, CAMVID_PALETTE)
+VOC = ClassTable(VOC_CLASSES, VOC_PALETTE)
 
 
 def default_class_table(num_classes: int) -> ClassTable:

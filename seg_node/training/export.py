@@ -33,8 +33,8 @@ from seg_node.training.models import build_network
 from seg_node.training.sagemaker import MIOU_ALL, MIOU_PRESENT
 from seg_node.training.train import load_checkpoint
 
-__all__ = ['ExportError', 'ExportOptions', 'Verification', 'export_checkpoint', 'load_network', 'main',
-           'verify']
+__all__ = ['ExportError', 'ExportOptions', 'ModelDescription', 'Verification', 'export_checkpoint', 'export_network',
+           'load_network', 'main', 'verify']
 
 OPSET = 17
 # onnx 1.23 stamps IR version 14, which onnxruntime 1.31 refuses; 10 covers opset 17.
@@ -214,10 +214,7 @@ def _to_onnx(wrapper: nn.Module, example: torch.Tensor, *, options: ExportOption
     return model
 
 
-def export_checkpoint(checkpoint_path: str | Path, output: str | Path,
-                      options: ExportOptions | None = None) -> Verification:
-    """Export, verify, then write ``output``; raise ExportError (writing nothing) on failure."""
-    options = options or ExportOptions()
+def _check_options(options: ExportOptions) -> None:
     if options.input_format not in ('float', 'uint8'):
         msg = f'input format must be float or uint8, got {options.input_format!r}'
         raise ExportError(msg)
@@ -227,31 +224,42 @@ def export_checkpoint(checkpoint_path: str | Path, output: str | Path,
     if options.argmax and options.probabilities:
         msg = 'choose --argmax (class ids and confidence) or --probabilities (per-class probabilities), not both'
         raise ExportError(msg)
-    checkpoint = load_checkpoint(checkpoint_path)
-    hp, mean, std = saved_hyperparameters(checkpoint['hyperparameters']), checkpoint['mean'], checkpoint['std']
-    reference = load_network(checkpoint)
-    (height, width), fixed = _export_size(hp, options)
-    deploy = load_network(checkpoint)
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What the exported file says about its network: class table, normalization, metadata extras."""
+
+    classes: Sequence[str]
+    palette: Sequence[Sequence[int]]
+    mean: Sequence[float]
+    std: Sequence[float]
+    extra: dict
+
+
+def export_network(reference: nn.Module, deploy: nn.Module, output: str | Path, *, options: ExportOptions,
+                   description: ModelDescription, size: tuple[int, int], fixed: bool) -> Verification:
+    """Trace ``deploy`` (``{'out': logits}`` at input size) to ONNX, verify it against ``reference``, write it.
+
+    The one export path of seg_export: trained checkpoints and converted pretrained networks both
+    end here. Raises ExportError, writing nothing, when ONNX Runtime disagrees with PyTorch.
+    """
+    _check_options(options)
+    height, width = size
+    mean, std = description.mean, description.std
     if options.fp16:
         deploy = deploy.half()
     wrapper = DeployWrapper(deploy, options=options, mean=mean, std=std).eval()
     dtype = torch.float16 if options.fp16 else torch.float32
     example = (torch.zeros(1, height, width, 3, dtype=torch.uint8) if options.input_format == 'uint8'
                else torch.zeros(1, 3, height, width, dtype=dtype))
-    model = _to_onnx(wrapper, example, options=options, fixed=fixed, num_classes=hp['num_classes'])
-    metrics = checkpoint.get('metrics', {})
-    extra = {
-        'seg_node.algorithm': hp['algorithm'], 'seg_node.backbone': hp['backbone'],
-        'seg_node.output_stride': hp['output_stride'], 'seg_node.decoder': hp['decoder'],
-        'seg_node.fixed_input_size': fixed,
-        'seg_node.precision': 'fp16' if options.fp16 else 'fp32',
-        'seg_node.epoch': checkpoint.get('epoch'),
-        'seg_node.metrics': {k: metrics[k] for k in ('validation:mIOU', 'validation:pixel_accuracy',
-                                                     MIOU_PRESENT, MIOU_ALL) if k in metrics},
-    }
+    model = _to_onnx(wrapper, example, options=options, fixed=fixed, num_classes=len(description.classes))
+    extra = dict(description.extra)
+    extra['seg_node.fixed_input_size'] = fixed
+    extra['seg_node.precision'] = 'fp16' if options.fp16 else 'fp32'
     if not options.argmax:
         extra[KEY_SCORES] = 'probabilities' if options.probabilities else 'logits'
-    props = metadata_props(classes=checkpoint['classes'], palette=checkpoint['palette'], mean=mean,
+    props = metadata_props(classes=description.classes, palette=description.palette, mean=mean,
                            std=std, input_size=(height, width) if fixed else None, extra=extra)
     set_metadata(model, props)
     onnx.checker.check_model(model)
@@ -267,6 +275,27 @@ def export_checkpoint(checkpoint_path: str | Path, output: str | Path,
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(model_bytes)
     return result
+
+
+def export_checkpoint(checkpoint_path: str | Path, output: str | Path,
+                      options: ExportOptions | None = None) -> Verification:
+    """Export, verify, then write ``output``; raise ExportError (writing nothing) on failure."""
+    options = options or ExportOptions()
+    _check_options(options)
+    checkpoint = load_checkpoint(checkpoint_path)
+    hp, mean, std = saved_hyperparameters(checkpoint['hyperparameters']), checkpoint['mean'], checkpoint['std']
+    size, fixed = _export_size(hp, options)
+    metrics = checkpoint.get('metrics', {})
+    extra = {
+        'seg_node.algorithm': hp['algorithm'], 'seg_node.backbone': hp['backbone'],
+        'seg_node.output_stride': hp['output_stride'], 'seg_node.decoder': hp['decoder'],
+        'seg_node.epoch': checkpoint.get('epoch'),
+        'seg_node.metrics': {k: metrics[k] for k in ('validation:mIOU', 'validation:pixel_accuracy',
+                                                     MIOU_PRESENT, MIOU_ALL) if k in metrics},
+    }
+    description = ModelDescription(checkpoint['classes'], checkpoint['palette'], mean, std, extra)
+    return export_network(load_network(checkpoint), load_network(checkpoint), output, options=options,
+                          description=description, size=size, fixed=fixed)
 
 
 def write_model_tar(checkpoint_path: str | Path, onnx_path: str | Path, output: str | Path,
@@ -286,7 +315,13 @@ def write_model_tar(checkpoint_path: str | Path, onnx_path: str | Path, output: 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='seg_export', description=__doc__.splitlines()[0])
-    p.add_argument('checkpoint', help='model_best.pt or checkpoint.pt of a seg_train run')
+    p.add_argument('checkpoint', nargs='?', help='model_best.pt or checkpoint.pt of a seg_train run')
+    p.add_argument('--pretrained', metavar='NAME',
+                   help='convert public pretrained weights instead (README, "Models"): torchvision:deeplabv3_resnet50, '
+                        'torchvision:fcn_resnet50, mmseg:fcn_r50-d8_cityscapes, mmseg:pspnet_r50-d8_cityscapes, '
+                        'mmseg:deeplabv3_r50-d8_cityscapes')
+    p.add_argument('--checkpoint', dest='weights', metavar='FILE',
+                   help="with --pretrained: the downloaded weights file (default: torch's cache, else a download)")
     p.add_argument('--output', required=True, help='ONNX file to write')
     p.add_argument('--input-format', choices=('float', 'uint8'), default='float',
                    help='float [N,3,H,W] normalized (default) or uint8 [N,H,W,3] RGB')
@@ -306,7 +341,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = ExportOptions(input_format=args.input_format, argmax=args.argmax, probabilities=args.probabilities,
                             fp16=args.fp16, height=args.height, width=args.width, opset=args.opset)
+    if (args.pretrained is None) == (args.checkpoint is None):
+        print('seg_export: error: give a seg_train checkpoint or --pretrained NAME (one of them)', file=sys.stderr)
+        return 2
+    if args.weights and not args.pretrained:
+        print('seg_export: error: --checkpoint FILE goes with --pretrained NAME', file=sys.stderr)
+        return 2
     try:
+        if args.pretrained:
+            from seg_node.training.pretrained import export_pretrained  # noqa: PLC0415 - it imports this module
+            if args.model_tar:
+                msg = '--model-tar packs a seg_train checkpoint; a --pretrained export has none'
+                raise ExportError(msg)
+            result = export_pretrained(args.pretrained, args.output, options, checkpoint=args.weights)
+            print(f'verification: {result}')
+            print(f'wrote {args.output}')
+            return 0
         result = export_checkpoint(args.checkpoint, args.output, options)
         print(f'verification: {result}')
         print(f'wrote {args.output}')
