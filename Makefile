@@ -33,7 +33,7 @@ test: $(VENV)/.fleet-installed $(VENV)/.reference-installed lint
 test-matrix:
 	scripts/test_matrix.sh $(ROWS)
 
-# Two cameras at 30 Hz through the node for 30 minutes (a 2-minute run is part of make test).
+# Two cameras at 30 Hz through the node for 30 minutes (a 1-minute run is part of make test).
 .PHONY: soak
 soak: setup
 	$(ISOLATED) $(PY) -m pytest -q test -m soak --soak-minutes 30
