@@ -71,7 +71,7 @@ setup(
             'seg_node = seg_node.ros.node:main',
             'seg_node_managed = seg_node.ros.managed:main',
             'seg_train = seg_node.training.train:main',
-            'seg_export = seg_node.training.export:main',
+            'seg_export = seg_node.training.export_cli:main',
             'seg_eval = seg_node.training.evaluate:main',
             'seg_bag = seg_node.bag.cli:main',
             'seg_build_engine = seg_node.runtime.build_engine:main',

@@ -11,7 +11,8 @@ from seg_node.runtime.config import EngineConfig
 from seg_node.runtime.loader import ModelRequest, load_model
 from seg_node.synthetic.drive import render_scene
 from seg_node.training import export as export_module
-from seg_node.training.export import ExportError, ExportOptions, export_checkpoint, load_network, main
+from seg_node.training.export import ExportError, ExportOptions, export_checkpoint, load_network
+from seg_node.training.export_cli import main
 from seg_node.training.hyperparameters import Hyperparameters, as_dict
 from seg_node.training.models import build_network
 from seg_node.training.transforms import to_normalized_tensor

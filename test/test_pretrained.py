@@ -45,7 +45,7 @@ from seg_node.synthetic.drive import render_scene
 from seg_node.training import pretrained as pretrained_module
 from seg_node.training.evaluate import main as seg_eval
 from seg_node.training.export import ExportOptions
-from seg_node.training.export import main as seg_export
+from seg_node.training.export_cli import main as seg_export
 from seg_node.training.pretrained import (
     PRETRAINED,
     MMSegNetwork,

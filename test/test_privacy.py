@@ -106,7 +106,7 @@ model = build_network(algorithm='fcn', num_classes=19, output_stride=16, aux_los
 torch.save({'model': model.state_dict(), 'hyperparameters': as_dict(hp), 'epoch': 1,
             'classes': list(CITYSCAPES.names), 'palette': [list(c) for c in CITYSCAPES.palette],
             'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225], 'metrics': {}}, sys.argv[1])
-from seg_node.training.export import main
+from seg_node.training.export_cli import main
 code = main([sys.argv[1], '--output', sys.argv[2], '--height', '32', '--width', '32'])
 print('onnxruntime loaded:', 'onnxruntime' in sys.modules)
 sys.exit(code)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from seg_node.synthetic import write_sagemaker_dataset
-from seg_node.training import evaluate, export, train
+from seg_node.training import evaluate, export_cli, train
 from seg_node.training.datasets import get_dataset
 from seg_node.training.png import write_indexed_png
 
@@ -111,7 +111,7 @@ def test_log_names_the_ignored_key_the_label_map_reading_and_syncbn(job, tmp_pat
 
 def test_exports_and_evaluates_with_no_edits(trained, tmp_path):
     onnx_path, artifact = tmp_path / 'model.onnx', tmp_path / 'export.tar.gz'
-    assert export.main([str(trained['tar']), '--output', str(onnx_path), '--input-format', 'uint8', '--argmax',
+    assert export_cli.main([str(trained['tar']), '--output', str(onnx_path), '--input-format', 'uint8', '--argmax',
                         '--height', '32', '--width', '64', '--model-tar', str(artifact)]) == 0
     with tarfile.open(artifact) as tar:
         assert sorted(tar.getnames()) == ['hyperparameters.json', 'manifest.json', 'model.onnx', 'model.pt']
