@@ -24,6 +24,18 @@ def context():
     rclpy.shutdown(context=ctx)
 
 
+@pytest.fixture(scope='module')
+def model_path(tmp_path_factory) -> str:
+    """A 16x16 nearest-palette-colour model for in-process parameter tests (the start-up needs a model)."""
+    import onnx
+
+    from seg_node.model.known_answer import palette_classifier
+
+    path = tmp_path_factory.mktemp('m') / 'palette.onnx'
+    onnx.save(palette_classifier(input_size=(16, 16)), path)
+    return str(path)
+
+
 @pytest.fixture(scope='session')
 def gpu_present() -> bool:
     """An NVIDIA GPU with its driver on this machine, found without asking the code under test."""

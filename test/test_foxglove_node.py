@@ -240,13 +240,6 @@ def test_viewers_that_vanish_neither_stop_the_ros_outputs_nor_grow_the_node(live
 
 # -- parameters, in-process ----------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp('m') / 'palette.onnx'
-    onnx.save(palette_classifier(input_size=(16, 16)), path)
-    return str(path)
-
-
 def start(context, **params):
     from seg_node.ros.node import SegmentationNode
     params = {'providers': ['cpu'], 'image_topics': ['/fox_param/image_raw']} | params

@@ -1,19 +1,10 @@
 """The node's parameters in-process: declared with descriptors, validated at start and at runtime."""
 
-import onnx
 import pytest
 from rclpy.parameter import Parameter
 
-from seg_node.model.known_answer import palette_classifier
 from seg_node.ros.node import SegmentationNode, StartupError
 from seg_node.ros.parameters import PARAMETERS
-
-
-@pytest.fixture(scope='module')
-def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp('m') / 'palette.onnx'
-    onnx.save(palette_classifier(input_size=(16, 16)), path)
-    return str(path)
 
 
 def start(context, **params):
