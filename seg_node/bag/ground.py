@@ -20,6 +20,7 @@ from seg_node.ground.geometry import (
     CameraPose,
     GeometryError,
     GridSpec,
+    camera_matrix,
     pose_from_quaternion,
     rotation_rpy,
 )
@@ -133,10 +134,10 @@ class BagGrids:
             msg = f'{camera}: no pose for frame {header.frame_id!r} on /tf_static'
             raise BagError(msg)
         info = self.infos[camera]
-        k = np.asarray(info.p, float).reshape(3, 4)[:, :3]
+        k, distortion = camera_matrix(info)  # the node's rule: P[:3,:3] when set, else K
         try:
             lookup = self.mapper.lookup(camera, pose, k, (info.height, info.width), mask_size=mask.shape[:2],
-                                        distortion=np.asarray(info.d, float))
+                                        distortion=distortion)
         except GeometryError as err:
             msg = f'{camera}: {err}'
             raise BagError(msg) from None

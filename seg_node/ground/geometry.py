@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +108,13 @@ def pose_from_quaternion(translation: tuple[float, float, float],
         [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
         [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)]])
     return CameraPose(rotation, np.asarray(translation, float))
+
+
+def camera_matrix(info: Any, rectified: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """(3x3 camera matrix, distortion to check) of a CameraInfo (rclpy's or rosbags'): P[:3,:3] when set, else K."""
+    p = np.asarray(info.p, float).reshape(3, 4)[:, :3]
+    k = p if p[0, 0] > 0 else np.asarray(info.k, float).reshape(3, 3)
+    return k, None if rectified else np.asarray(info.d, float)
 
 
 def intrinsics_for_mask(k: np.ndarray, image_size: tuple[int, int], mask_size: tuple[int, int]) -> np.ndarray:

@@ -22,7 +22,14 @@ from rclpy.qos import QoSProfile
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo
 
-from seg_node.ground.geometry import CameraPose, GeometryError, GridSpec, pose_from_mount, pose_from_quaternion
+from seg_node.ground.geometry import (
+    CameraPose,
+    GeometryError,
+    GridSpec,
+    camera_matrix,
+    pose_from_mount,
+    pose_from_quaternion,
+)
 from seg_node.ground.grid import resolve_roles
 from seg_node.ground.mapper import GroundConfig, GroundGridMapper, GroundSnapshot
 from seg_node.msg import topics
@@ -48,13 +55,6 @@ def grid_spec(settings: GroundSettings) -> GridSpec:
     """The cells the ground parameters describe."""
     return GridSpec.from_extent(settings.resolution, settings.x_min, settings.x_max, settings.y_min,
                                 settings.y_max)
-
-
-def camera_matrix(info: Any, rectified: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """(3x3 camera matrix, distortion to check) of a CameraInfo: P[:3,:3] when set, else K."""
-    p = np.asarray(info.p, float).reshape(3, 4)[:, :3]
-    k = p if p[0, 0] > 0 else np.asarray(info.k, float).reshape(3, 3)
-    return k, None if rectified else np.asarray(info.d, float)
 
 
 def occupancy_grid(cells: np.ndarray, grid: GridSpec, frame_id: str, header: Any) -> Any:
