@@ -36,6 +36,15 @@ def model_path(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope='module')
+def default_cameras() -> list[str]:
+    """The image topics of the shipped parameters file (config/camera_seg.yaml)."""
+    import yaml
+
+    params = yaml.safe_load((REPO / 'config' / 'camera_seg.yaml').read_text())
+    return params['/**']['ros__parameters']['image_topics']
+
+
 @pytest.fixture(scope='session')
 def gpu_present() -> bool:
     """An NVIDIA GPU with its driver on this machine, found without asking the code under test."""

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from seg_node.msg import topics
 
@@ -16,12 +15,6 @@ SHOWN = ('overlay', 'color_mask')
 @pytest.fixture(scope='module')
 def layout():
     return json.loads(LAYOUT.read_text())
-
-
-@pytest.fixture(scope='module')
-def default_cameras():
-    params = yaml.safe_load((REPO / 'config' / 'camera_seg.yaml').read_text())
-    return params['/**']['ros__parameters']['image_topics']
 
 
 def panel_ids(tree):

@@ -17,12 +17,6 @@ def config():
     return yaml.safe_load(RVIZ.read_text())
 
 
-@pytest.fixture(scope='module')
-def default_cameras():
-    params = yaml.safe_load((REPO / 'config' / 'camera_seg.yaml').read_text())
-    return params['/**']['ros__parameters']['image_topics']
-
-
 def displays(config):
     """The image displays (the ground grid's Map displays are checked on their own)."""
     return [d for d in config['Visualization Manager']['Displays'] if d['Class'] != 'rviz_default_plugins/Map']
